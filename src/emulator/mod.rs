@@ -1,0 +1,2 @@
+//! A local Feishu long-connection server: discovery, the WebSocket, pongs, fragments,
+//! cluster delivery, re-delivery and faults on demand.
