@@ -230,7 +230,10 @@ mod tests {
         let expected =
             hex("08 00 10 00 18 f6 81 80 10 20 00 2a 0c 0a 04 74 79 70 65 12 04 70 69 6e 67");
         assert_eq!(Frame::ping(33554678).encode_to_vec(), expected);
-        assert_eq!(Frame::decode_bytes(&expected).unwrap(), Frame::ping(33554678));
+        assert_eq!(
+            Frame::decode_bytes(&expected).unwrap(),
+            Frame::ping(33554678)
+        );
     }
 
     #[test]
@@ -240,7 +243,10 @@ mod tests {
         assert_eq!(decoded.service, -1);
         // tag 0x18 followed by a 10-byte varint
         let pos = bytes.iter().position(|b| *b == 0x18).unwrap();
-        assert_eq!(&bytes[pos + 1..pos + 11], &hex("ff ff ff ff ff ff ff ff ff 01")[..]);
+        assert_eq!(
+            &bytes[pos + 1..pos + 11],
+            &hex("ff ff ff ff ff ff ff ff ff 01")[..]
+        );
     }
 
     #[test]
@@ -283,11 +289,26 @@ mod tests {
             service: 77,
             method: METHOD_DATA,
             headers: vec![
-                Header { key: "type".into(), value: "event".into() },
-                Header { key: "message_id".into(), value: "m1".into() },
-                Header { key: "sum".into(), value: "1".into() },
-                Header { key: "seq".into(), value: "0".into() },
-                Header { key: "trace_id".into(), value: "trace-m1".into() },
+                Header {
+                    key: "type".into(),
+                    value: "event".into(),
+                },
+                Header {
+                    key: "message_id".into(),
+                    value: "m1".into(),
+                },
+                Header {
+                    key: "sum".into(),
+                    value: "1".into(),
+                },
+                Header {
+                    key: "seq".into(),
+                    value: "0".into(),
+                },
+                Header {
+                    key: "trace_id".into(),
+                    value: "trace-m1".into(),
+                },
             ],
             payload: Some(b"{}".to_vec()),
             ..Default::default()
@@ -297,7 +318,10 @@ mod tests {
         assert_eq!(&ack.headers[..5], &received.headers[..]);
         assert_eq!(ack.header("biz_rt"), Some("3"));
         assert_eq!(ack.payload.as_deref(), Some(&br#"{"code":200}"#[..]));
-        assert_eq!((ack.seq_id, ack.log_id, ack.service, ack.method), (5, 6, 77, 1));
+        assert_eq!(
+            (ack.seq_id, ack.log_id, ack.service, ack.method),
+            (5, 6, 77, 1)
+        );
     }
 
     #[test]
@@ -305,8 +329,14 @@ mod tests {
         let data = br#"{"toast":{"type":"info","content":"ok"}}"#.to_vec();
         let json = AckPayload::OkWithData(data.clone()).to_json();
         assert_eq!(AckPayload::parse(&json).unwrap(), (200, Some(data)));
-        assert_eq!(AckPayload::parse(&AckPayload::Ok.to_json()).unwrap(), (200, None));
-        assert_eq!(AckPayload::parse(&AckPayload::Failed.to_json()).unwrap(), (500, None));
+        assert_eq!(
+            AckPayload::parse(&AckPayload::Ok.to_json()).unwrap(),
+            (200, None)
+        );
+        assert_eq!(
+            AckPayload::parse(&AckPayload::Failed.to_json()).unwrap(),
+            (500, None)
+        );
         assert!(AckPayload::parse(b"not json").is_err());
         assert!(AckPayload::parse(br#"{"data":"x"}"#).is_err());
     }
