@@ -6,3 +6,5 @@
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
+
+pub mod transport;

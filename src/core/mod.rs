@@ -1,9 +1,15 @@
 //! The protocol and the connection lifecycle, in pure Rust: nothing here imports napi.
 
 pub mod backoff;
+pub mod config;
+pub mod connection;
 pub mod dedupe;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod fragments;
 pub mod frame;
+pub mod log;
 pub mod redact;
+pub mod status;
+pub mod supervisor;

@@ -1,0 +1,183 @@
+// Public types of feishu-transport. The contract is DESIGN.md "Public API"; a change to
+// the shapes below is a breaking change and is recorded in CHANGELOG.md.
+
+/** Severity of a log line. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+
+/** Every code a {@link FeishuTransportError} can carry. */
+export type FeishuTransportErrorCode =
+  | 'INVALID_CONFIG'
+  | 'AUTH_FAILED'
+  | 'FORBIDDEN'
+  | 'CONNECTION_LIMIT'
+  | 'DISCOVERY_FAILED'
+  | 'DISCOVERY_TIMEOUT'
+  | 'HANDSHAKE_FAILED'
+  | 'HANDSHAKE_TIMEOUT'
+  | 'PONG_TIMEOUT'
+  | 'PROXY_ERROR'
+  | 'TLS_ERROR'
+  | 'DISCONNECTED'
+  | 'PROTOCOL_ERROR'
+  | 'RECONNECT_EXHAUSTED'
+  | 'ALREADY_STARTED'
+
+/** Backoff between reconnect attempts: `min(maxDelayMs, initialDelayMs · multiplier^(attempt−1))`, ±`jitter`. */
+export interface ReconnectOptions {
+  /** Delay before the first retry. Default 1000. */
+  initialDelayMs?: number
+  /** Upper bound of any delay. Default 60000. */
+  maxDelayMs?: number
+  /** Growth per consecutive failure. Default 2. */
+  multiplier?: number
+  /** Random spread, a fraction of the delay (0..1). Default 0.2. */
+  jitter?: number
+  /** Consecutive failures after which start() rejects with RECONNECT_EXHAUSTED. Default: unlimited. */
+  maxAttempts?: number
+}
+
+export interface TimeoutOptions {
+  /** Endpoint discovery, the whole request. Default 15000. */
+  discoveryMs?: number
+  /** TCP + TLS + WebSocket upgrade. Default 15000. */
+  handshakeMs?: number
+  /** Silence after a ping before the socket is presumed dead (PONG_TIMEOUT). Default 10000. */
+  pongMs?: number
+  /** The WebSocket close handshake on close(). Default 2000. */
+  closeMs?: number
+}
+
+export interface DedupeOptions {
+  /** How long a handled event's result is remembered. Default 600000 (10 min). */
+  ttlMs?: number
+  /** At most this many remembered events. Default 10000. */
+  maxEntries?: number
+}
+
+export interface FeishuTransportOptions {
+  /** The app's id; must match `/^cli_[0-9a-fA-F]{16}$/`. */
+  appId: string
+  /** The app's secret. Never logged, never in an error message. */
+  appSecret: string
+  /** `'feishu'` (default), `'lark'`, or a base URL (`https://…`, or `http://127.0.0.1:…` for the emulator). */
+  domain?: 'feishu' | 'lark' | (string & {})
+  /**
+   * Handles one event. The returned value (or the value the returned promise resolves
+   * to) is serialised to JSON and sent back to Feishu as the ack's `data` (a card reply,
+   * say); `undefined`/`null` acks with a bare 200. A throw, a rejection or a result that
+   * JSON cannot serialise acks 500, and Feishu re-delivers the event.
+   */
+  onEvent(event: FeishuEvent): unknown | Promise<unknown>
+  /** The first connection of this start() is up. */
+  onReady?(): void
+  /** A retry is scheduled. */
+  onReconnecting?(info: { attempt: number; delayMs: number; error: FeishuTransportError | null }): void
+  /** A later connection of this start() is up. */
+  onReconnected?(): void
+  /** Every failure, recoverable or terminal. */
+  onError?(error: FeishuTransportError): void
+  /** Every state transition. */
+  onStatus?(status: TransportStatus): void
+  /** Where log lines go (single-line, redacted, ≤ 500 characters). Default: the console. */
+  logger?(level: LogLevel, message: string): void
+  /** Lines below this level are not produced at all. Default 'info'. */
+  logLevel?: LogLevel | 'silent'
+  /** Appended to `feishu-transport/<version>` in the discovery User-Agent. */
+  userAgent?: string
+  /** Not supported yet: leave undefined or null (direct connections). */
+  proxy?: string | null
+  /** `false`: no reconnects; start() settles at the first disconnect. Default: on, with the defaults of {@link ReconnectOptions}. */
+  reconnect?: boolean | ReconnectOptions
+  /** Overrides the server's PingInterval. */
+  pingIntervalMs?: number
+  timeouts?: TimeoutOptions
+  /** Handlers running at once; beyond it the socket is not read (backpressure). Default 256. */
+  maxConcurrentHandlers?: number
+  /** Re-deliveries of a successfully handled event are acked with the same result without calling onEvent. Default on. */
+  dedupe?: false | DedupeOptions
+}
+
+/** One event, as Feishu sent it. */
+export interface FeishuEvent {
+  /** The envelope exactly as Feishu sent it (`{schema, header, event}`, or v1 `{uuid, event, …}`). */
+  payload: any
+  /** `header.event_type`, or `event.type` for v1. */
+  eventType: string | null
+  /** `header.event_id`, or `uuid` for v1. */
+  eventId: string | null
+  /** The frame's message_id. */
+  messageId: string
+  traceId: string | null
+  /** When the last fragment arrived, ms since the epoch. */
+  receivedAt: number
+}
+
+/** A failure of the transport: switch on `code`; `terminal` says whether retrying can help. */
+export declare class FeishuTransportError extends Error {
+  constructor(
+    code: FeishuTransportErrorCode,
+    message: string,
+    options?: { terminal?: boolean; feishuCode?: number; cause?: unknown },
+  )
+  readonly name: 'FeishuTransportError'
+  code: FeishuTransportErrorCode
+  /** True when retrying cannot help (wrong credentials, forbidden, bad options). */
+  terminal: boolean
+  /** The platform's own code, where it sent one (discovery `code`, handshake status or autherrcode). */
+  feishuCode?: number
+  /** For RECONNECT_EXHAUSTED: the last error. */
+  cause?: unknown
+}
+
+export interface TransportStatus {
+  state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'stopped' | 'failed'
+  connected: boolean
+  /** Consecutive failed attempts in this run; 0 once a connection proved healthy. */
+  attempt: number
+  /** The device_id of the live socket. */
+  connectionId: string | null
+  lastConnectedAt: number | null
+  lastDisconnectedAt: number | null
+  lastEventAt: number | null
+  lastPongAt: number | null
+  nextRetryAt: number | null
+  lastError: { code: string; message: string; terminal: boolean } | null
+  /** The server's settings, in ms; reported only (the server's reconnectCount never stops the loop). */
+  server: { pingIntervalMs: number; reconnectCount: number; reconnectIntervalMs: number; reconnectNonceMs: number } | null
+  counters: {
+    connects: number
+    events: number
+    acks: number
+    failedAcks: number
+    duplicates: number
+    reconnects: number
+    droppedFrames: number
+  }
+}
+
+/** Feishu's long connection, owned by Rust from discovery to reconnect. */
+export declare class FeishuTransport {
+  /** Validates the options (throws INVALID_CONFIG); connects nothing. */
+  constructor(options: FeishuTransportOptions)
+  /**
+   * Connects and stays connected, reconnecting as needed. Settles only when the
+   * transport stops: `{reason:'closed'}` after close(), `{reason:'aborted'}` after the
+   * signal; rejects with a FeishuTransportError when it gives up (a terminal error,
+   * `maxAttempts` reached, or any disconnect with `reconnect: false`). A second call while
+   * running rejects with ALREADY_STARTED; after it settled it may be called again.
+   */
+  start(options?: { signal?: AbortSignal }): Promise<{ reason: 'closed' | 'aborted' }>
+  /**
+   * Stops: waits up to `drainMs` (default 5000) for in-flight handlers and sends their
+   * acks, closes the socket, and resolves once start() has settled. `force` drops at once.
+   */
+  close(options?: { force?: boolean; drainMs?: number }): Promise<void>
+  /** Cuts the live socket without acking in-flight events (Feishu re-delivers them) and reconnects. */
+  dropConnection(reason?: string): void
+  status(): TransportStatus
+}
+
+/** The version of this package. */
+export declare const version: string
+
+export * from './emulator'

@@ -1,0 +1,275 @@
+'use strict'
+// The public entry of feishu-transport. Rust owns the connection lifecycle; this file
+// only adapts it to JavaScript: it validates option types, turns native outcomes into
+// FeishuTransportError, wires the AbortSignal, and fans lifecycle notes out to the
+// caller's callbacks, none of which may ever throw back into the transport.
+
+const native = require('./native.js')
+
+/** Error codes whose failures retrying cannot fix. */
+const CODES = [
+  'INVALID_CONFIG', 'AUTH_FAILED', 'FORBIDDEN', 'CONNECTION_LIMIT', 'DISCOVERY_FAILED',
+  'DISCOVERY_TIMEOUT', 'HANDSHAKE_FAILED', 'HANDSHAKE_TIMEOUT', 'PONG_TIMEOUT', 'PROXY_ERROR',
+  'TLS_ERROR', 'DISCONNECTED', 'PROTOCOL_ERROR', 'RECONNECT_EXHAUSTED', 'ALREADY_STARTED',
+]
+
+class FeishuTransportError extends Error {
+  constructor(code, message, options = {}) {
+    super(message, options.cause !== undefined ? { cause: options.cause } : undefined)
+    this.name = 'FeishuTransportError'
+    this.code = code
+    this.terminal = Boolean(options.terminal)
+    if (typeof options.feishuCode === 'number') this.feishuCode = options.feishuCode
+  }
+}
+
+function errorFromJson(e) {
+  return new FeishuTransportError(e.code, e.message, {
+    terminal: e.terminal,
+    feishuCode: e.feishuCode ?? undefined,
+    cause: e.cause ? errorFromJson(e.cause) : undefined,
+  })
+}
+
+function invalid(message) {
+  return new FeishuTransportError('INVALID_CONFIG', message, { terminal: true })
+}
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent']
+
+function defaultLogger(level, message) {
+  const line = `[feishu-transport] ${level}: ${message}`
+  if (level === 'error') console.error(line)
+  else if (level === 'warn') console.warn(line)
+  else console.log(line)
+}
+
+function optionalNumber(obj, key, path) {
+  const v = obj[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || Number.isNaN(v)) throw invalid(`${path} must be a number, got ${typeof v}`)
+  return v
+}
+
+function optionalFunction(obj, key) {
+  const v = obj[key]
+  if (v !== undefined && typeof v !== 'function') throw invalid(`${key} must be a function, got ${typeof v}`)
+  return v
+}
+
+/** Flattens the public options into the native ones, rejecting wrong types by name. */
+function toNativeOptions(o) {
+  if (o === null || typeof o !== 'object') throw invalid('options must be an object')
+  for (const key of ['appId', 'appSecret']) {
+    if (typeof o[key] !== 'string') throw invalid(`${key} must be a string, got ${typeof o[key]}`)
+  }
+  if (typeof o.onEvent !== 'function') throw invalid('onEvent must be a function')
+  for (const key of ['onReady', 'onReconnecting', 'onReconnected', 'onError', 'onStatus', 'logger']) {
+    optionalFunction(o, key)
+  }
+  if (o.domain !== undefined && typeof o.domain !== 'string') throw invalid('domain must be a string')
+  if (o.userAgent !== undefined && typeof o.userAgent !== 'string') throw invalid('userAgent must be a string')
+  if (o.logLevel !== undefined && !LOG_LEVELS.includes(o.logLevel)) {
+    throw invalid(`logLevel must be one of ${LOG_LEVELS.join(', ')}`)
+  }
+  if (o.proxy !== undefined && o.proxy !== null) {
+    throw invalid('proxy is not supported yet: leave it undefined or null (direct connections)')
+  }
+  const n = { appId: o.appId, appSecret: o.appSecret, domain: o.domain, userAgent: o.userAgent }
+  n.logLevel = o.logLevel
+  const r = o.reconnect
+  if (r === false) n.reconnect = false
+  else if (r !== undefined && r !== true) {
+    if (r === null || typeof r !== 'object') throw invalid('reconnect must be a boolean or an object')
+    n.reconnect = true
+    n.initialDelayMs = optionalNumber(r, 'initialDelayMs', 'reconnect.initialDelayMs')
+    n.maxDelayMs = optionalNumber(r, 'maxDelayMs', 'reconnect.maxDelayMs')
+    n.multiplier = optionalNumber(r, 'multiplier', 'reconnect.multiplier')
+    n.jitter = optionalNumber(r, 'jitter', 'reconnect.jitter')
+    n.maxAttempts = optionalNumber(r, 'maxAttempts', 'reconnect.maxAttempts')
+  }
+  n.pingIntervalMs = optionalNumber(o, 'pingIntervalMs', 'pingIntervalMs')
+  const t = o.timeouts
+  if (t !== undefined) {
+    if (t === null || typeof t !== 'object') throw invalid('timeouts must be an object')
+    n.discoveryTimeoutMs = optionalNumber(t, 'discoveryMs', 'timeouts.discoveryMs')
+    n.handshakeTimeoutMs = optionalNumber(t, 'handshakeMs', 'timeouts.handshakeMs')
+    n.pongTimeoutMs = optionalNumber(t, 'pongMs', 'timeouts.pongMs')
+    n.closeTimeoutMs = optionalNumber(t, 'closeMs', 'timeouts.closeMs')
+  }
+  n.maxConcurrentHandlers = optionalNumber(o, 'maxConcurrentHandlers', 'maxConcurrentHandlers')
+  const d = o.dedupe
+  if (d === false) n.dedupe = false
+  else if (d !== undefined && d !== true) {
+    if (d === null || typeof d !== 'object') throw invalid('dedupe must be false or an object')
+    n.dedupeTtlMs = optionalNumber(d, 'ttlMs', 'dedupe.ttlMs')
+    n.dedupeMaxEntries = optionalNumber(d, 'maxEntries', 'dedupe.maxEntries')
+  }
+  return n
+}
+
+function toTransportError(e) {
+  if (e instanceof FeishuTransportError) return e
+  if (e && CODES.includes(e.code)) {
+    return new FeishuTransportError(e.code, e.message, { terminal: e.code === 'INVALID_CONFIG' })
+  }
+  return e
+}
+
+class FeishuTransport {
+  #native
+  #options
+  #log
+
+  /**
+   * Validates the options; throws a FeishuTransportError with code INVALID_CONFIG when
+   * they cannot work. Connects nothing until start().
+   */
+  constructor(options) {
+    const nativeOptions = toNativeOptions(options)
+    try {
+      this.#native = new native.NativeTransport(nativeOptions)
+    } catch (e) {
+      throw toTransportError(e)
+    }
+    this.#options = { ...options }
+    const logger = options.logger ?? defaultLogger
+    this.#log = (level, message) => {
+      try {
+        const r = logger(level, message)
+        if (r && typeof r.then === 'function') r.then(undefined, () => {})
+      } catch {
+        // A throwing logger must not take the transport down; nothing better to tell.
+      }
+    }
+  }
+
+  /** Calls a user callback; a throw or a rejection is logged, never propagated. */
+  #safe(name, fn, ...args) {
+    if (typeof fn !== 'function') return
+    const report = (e) => this.#log('warn', `${name} threw: ${e && e.message ? e.message : String(e)}`.replace(/\s+/g, ' '))
+    try {
+      const r = fn(...args)
+      if (r && typeof r.then === 'function') r.then(undefined, report)
+    } catch (e) {
+      report(e)
+    }
+  }
+
+  #onLifecycle = (kind, json) => {
+    try {
+      const data = JSON.parse(json)
+      const o = this.#options
+      switch (kind) {
+        case 'log':
+          this.#log(data.level, data.message)
+          break
+        case 'status':
+          this.#safe('onStatus', o.onStatus, data)
+          break
+        case 'ready':
+          this.#safe('onReady', o.onReady)
+          break
+        case 'reconnected':
+          this.#safe('onReconnected', o.onReconnected)
+          break
+        case 'reconnecting':
+          this.#safe('onReconnecting', o.onReconnecting, {
+            attempt: data.attempt,
+            delayMs: data.delayMs,
+            error: data.error ? errorFromJson(data.error) : null,
+          })
+          break
+        case 'error':
+          this.#safe('onError', o.onError, errorFromJson(data))
+          break
+      }
+    } catch {
+      // Never throw into the native side: a throw from here would be fatal.
+    }
+  }
+
+  #onEvent = async (payload, messageId, traceId, receivedAt) => {
+    // Rust checked the payload is a JSON object before calling.
+    const parsed = JSON.parse(payload)
+    const header = parsed.header
+    const event = {
+      payload: parsed,
+      eventType: (header && header.event_type) || (parsed.event && parsed.event.type) || null,
+      eventId: (header && header.event_id) || parsed.uuid || null,
+      messageId,
+      traceId: traceId ?? null,
+      receivedAt,
+    }
+    const result = await this.#options.onEvent(event)
+    if (result === undefined || result === null) return null
+    // Throws for BigInt or circular results: the rejection becomes a 500 ack.
+    const json = JSON.stringify(result)
+    return json === undefined ? null : json
+  }
+
+  /**
+   * Connects and keeps the transport connected until it stops. Settles only then:
+   * resolves { reason: 'closed' } after close(), { reason: 'aborted' } after the signal,
+   * rejects with a FeishuTransportError when the transport gives up.
+   */
+  start(options = {}) {
+    const signal = options && options.signal
+    if (signal !== undefined && (signal === null || typeof signal.addEventListener !== 'function')) {
+      return Promise.reject(invalid('signal must be an AbortSignal'))
+    }
+    if (signal && signal.aborted) {
+      if (this.#native.running) {
+        return Promise.reject(new FeishuTransportError('ALREADY_STARTED', 'start() was called while this transport is already running'))
+      }
+      return Promise.resolve({ reason: 'aborted' })
+    }
+    const running = this.#native.start(this.#onEvent, this.#onLifecycle)
+    let onAbort
+    if (signal) {
+      onAbort = () => { this.#native.abort() }
+      signal.addEventListener('abort', onAbort, { once: true })
+    }
+    return running.then((result) => {
+      if (onAbort) signal.removeEventListener('abort', onAbort)
+      if (result.error) throw errorFromJson(JSON.parse(result.error))
+      return { reason: result.reason }
+    })
+  }
+
+  /**
+   * Stops the transport and resolves once start() has settled. Waits up to drainMs
+   * (default 5000) for in-flight handlers and sends their acks; force drops at once.
+   */
+  close(options = {}) {
+    const force = Boolean(options && options.force)
+    const drainMs = options && options.drainMs
+    if (drainMs !== undefined && (typeof drainMs !== 'number' || drainMs < 0)) {
+      return Promise.reject(invalid('drainMs must be a non-negative number'))
+    }
+    return this.#native.close(force, drainMs)
+  }
+
+  /** Cuts the live socket without acking in-flight events, then reconnects. */
+  dropConnection(reason) {
+    this.#native.dropConnection(reason === undefined ? undefined : String(reason))
+  }
+
+  /** A snapshot of the transport's state and counters. */
+  status() {
+    return JSON.parse(this.#native.statusJson())
+  }
+}
+
+module.exports = {
+  FeishuTransport,
+  FeishuTransportError,
+  version: native.version(),
+}
+
+// The emulator ships in the same binary; it is exported when present.
+try {
+  Object.assign(module.exports, require('./emulator.js'))
+} catch (e) {
+  if (e && e.code !== 'MODULE_NOT_FOUND') throw e
+}

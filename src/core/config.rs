@@ -1,0 +1,235 @@
+//! The transport's validated configuration (DESIGN.md "Public API", "Semantics").
+
+use std::time::Duration;
+
+use super::backoff::BackoffPolicy;
+use super::dedupe::DedupeConfig;
+use super::endpoint::Domain;
+use super::error::TransportError;
+use super::fragments::FragmentLimits;
+
+/// Severity of a log line; `Silent` only as a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Silent,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Silent => "silent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            "silent" => LogLevel::Silent,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub discovery: Duration,
+    pub handshake: Duration,
+    pub pong: Duration,
+    pub close: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            discovery: Duration::from_millis(15_000),
+            handshake: Duration::from_millis(15_000),
+            pong: Duration::from_millis(10_000),
+            close: Duration::from_millis(2_000),
+        }
+    }
+}
+
+/// Everything one transport needs, validated by [`TransportConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub app_id: String,
+    pub app_secret: String,
+    pub domain: Domain,
+    /// Appended to `feishu-transport/<version>` in the discovery User-Agent.
+    pub user_agent: Option<String>,
+    /// `None`: `reconnect: false`; the run ends at the first disconnect.
+    pub reconnect: Option<BackoffPolicy>,
+    /// Overrides the server's PingInterval.
+    pub ping_interval: Option<Duration>,
+    pub timeouts: Timeouts,
+    pub max_concurrent_handlers: usize,
+    pub dedupe: Option<DedupeConfig>,
+    pub fragment_limits: FragmentLimits,
+    pub log_level: LogLevel,
+    /// Feishu re-pushes an event whose ack has not come within 3 s; a handler slower than
+    /// this is logged so the re-delivery is not a mystery.
+    pub slow_handler_warning: Duration,
+    /// How long `close()` waits for in-flight handlers unless told otherwise.
+    pub default_drain: Duration,
+}
+
+pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
+
+impl TransportConfig {
+    /// A configuration with the documented defaults.
+    pub fn new(app_id: impl Into<String>, app_secret: impl Into<String>, domain: Domain) -> Self {
+        TransportConfig {
+            app_id: app_id.into(),
+            app_secret: app_secret.into(),
+            domain,
+            user_agent: None,
+            reconnect: Some(BackoffPolicy::default()),
+            ping_interval: None,
+            timeouts: Timeouts::default(),
+            max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
+            dedupe: Some(DedupeConfig::default()),
+            fragment_limits: FragmentLimits::default(),
+            log_level: LogLevel::Info,
+            slow_handler_warning: Duration::from_secs(3),
+            default_drain: Duration::from_millis(5_000),
+        }
+    }
+
+    /// Rejects what can never work, before anything connects.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        if !valid_app_id(&self.app_id) {
+            return Err(TransportError::invalid_config(format!(
+                "appId must look like cli_ followed by 16 hex digits (the platform's format), got {:?}",
+                crate::core::redact::single_line(&self.app_id, 64)
+            )));
+        }
+        if self.app_secret.trim().is_empty() {
+            return Err(TransportError::invalid_config(
+                "appSecret must not be empty",
+            ));
+        }
+        if let Some(p) = &self.reconnect {
+            p.validate()
+                .map_err(|e| TransportError::invalid_config(format!("reconnect: {e}")))?;
+        }
+        if let Some(p) = self.ping_interval {
+            if p < Duration::from_millis(100) {
+                return Err(TransportError::invalid_config(
+                    "pingIntervalMs must be at least 100",
+                ));
+            }
+        }
+        let t = &self.timeouts;
+        for (name, v) in [
+            ("timeouts.discoveryMs", t.discovery),
+            ("timeouts.handshakeMs", t.handshake),
+            ("timeouts.pongMs", t.pong),
+            ("timeouts.closeMs", t.close),
+        ] {
+            if v.is_zero() {
+                return Err(TransportError::invalid_config(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        if self.max_concurrent_handlers == 0 {
+            return Err(TransportError::invalid_config(
+                "maxConcurrentHandlers must be at least 1",
+            ));
+        }
+        if let Some(d) = &self.dedupe {
+            if d.max_entries == 0 || d.ttl.is_zero() {
+                return Err(TransportError::invalid_config(
+                    "dedupe.ttlMs and dedupe.maxEntries must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The discovery User-Agent: ours first, then the caller's.
+    pub fn user_agent_header(&self) -> String {
+        let ours = concat!("feishu-transport/", env!("CARGO_PKG_VERSION"));
+        match self.user_agent.as_deref().map(str::trim) {
+            Some(extra) if !extra.is_empty() => {
+                // Header values cannot carry control characters.
+                let clean: String = extra.chars().filter(|c| !c.is_control()).collect();
+                format!("{ours} {clean}")
+            }
+            _ => ours.to_string(),
+        }
+    }
+}
+
+/// The SDK's rule: `/^cli_[0-9a-fA-F]{16}$/`.
+pub fn valid_app_id(id: &str) -> bool {
+    id.len() == 20
+        && id.starts_with("cli_")
+        && id.as_bytes()[4..].iter().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TransportConfig {
+        TransportConfig::new(
+            "cli_a1b2c3d4e5f60718",
+            "s3cret",
+            Domain::parse(None).unwrap(),
+        )
+    }
+
+    #[test]
+    fn app_id_rule() {
+        assert!(valid_app_id("cli_a1b2c3d4e5f60718"));
+        assert!(valid_app_id("cli_A1B2C3D4E5F60718"));
+        for bad in [
+            "",
+            "cli_",
+            "cli_a1b2c3d4e5f6071",
+            "cli_a1b2c3d4e5f607189",
+            "clx_a1b2c3d4e5f60718",
+            "cli_g1b2c3d4e5f60718",
+        ] {
+            assert!(!valid_app_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(cfg().validate().is_ok());
+        let mut c = cfg();
+        c.app_secret = " ".into();
+        assert!(c.validate().unwrap_err().message.contains("appSecret"));
+        let mut c = cfg();
+        c.max_concurrent_handlers = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .message
+            .contains("maxConcurrentHandlers"));
+        let mut c = cfg();
+        c.timeouts.pong = Duration::ZERO;
+        assert!(c.validate().unwrap_err().message.contains("pongMs"));
+    }
+
+    #[test]
+    fn user_agent() {
+        let mut c = cfg();
+        assert!(c.user_agent_header().starts_with("feishu-transport/"));
+        c.user_agent = Some("openclaw/1.0\r\nX: y".into());
+        assert!(c.user_agent_header().ends_with(" openclaw/1.0X: y"));
+    }
+}

@@ -1,0 +1,126 @@
+//! What the core hands to its embedder: events to handle, and lifecycle notifications.
+//! The napi binding implements both traits; Rust tests implement them in memory.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::config::LogLevel;
+use super::error::TransportError;
+use super::status::StatusSnapshot;
+
+/// One complete event, reassembled and checked to be UTF-8 JSON.
+#[derive(Debug, Clone)]
+pub struct InboundEvent {
+    /// The envelope exactly as Feishu sent it.
+    pub payload: String,
+    pub message_id: String,
+    pub trace_id: Option<String>,
+    /// `header.event_type` (v2) or `event.type` (v1).
+    pub event_type: Option<String>,
+    /// `header.event_id` (v2) or `uuid` (v1).
+    pub event_id: Option<String>,
+    /// ms since the epoch.
+    pub received_at_ms: u64,
+}
+
+/// The handler's verdict: `Ok(Some(json))` becomes the ack's base64 `data`, `Ok(None)` a
+/// bare 200, `Err(reason)` a 500 (and Feishu re-delivers).
+pub type HandlerResult = Result<Option<String>, String>;
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(&self, event: InboundEvent) -> HandlerFuture;
+}
+
+/// Lifecycle notifications; every method defaults to doing nothing.
+pub trait Observer: Send + Sync + 'static {
+    /// The first connection of this run is up.
+    fn ready(&self) {}
+    /// A retry is scheduled after `delay`.
+    fn reconnecting(&self, _attempt: u32, _delay: Duration, _error: Option<&TransportError>) {}
+    /// A later connection of this run is up.
+    fn reconnected(&self) {}
+    /// Every failure, recoverable or terminal.
+    fn error(&self, _error: &TransportError) {}
+    /// Every state transition.
+    fn status(&self, _status: &StatusSnapshot) {}
+    /// A log line, already filtered by level, single-line and redacted.
+    fn log(&self, _level: LogLevel, _message: &str) {}
+}
+
+/// The envelope fields the transport itself needs (dedupe key, event type).
+pub struct EnvelopeMeta {
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+}
+
+/// Reads the dispatch fields without building the whole JSON tree: unknown fields are
+/// skipped by serde, so this costs one scan of the payload.
+pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Header {
+        event_type: Option<String>,
+        event_id: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "type")]
+        kind: Option<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct Envelope {
+        header: Option<Header>,
+        uuid: Option<serde_json::Value>,
+        event: Option<serde_json::Value>,
+    }
+    let env: Envelope = serde_json::from_str(payload)?;
+    let v1_type = || {
+        let ev: Event = serde_json::from_value(env.event.clone()?).ok()?;
+        ev.kind?.as_str().map(str::to_string)
+    };
+    let (event_type, event_id) = match &env.header {
+        Some(h) => (h.event_type.clone().or_else(v1_type), h.event_id.clone()),
+        None => (
+            v1_type(),
+            env.uuid
+                .as_ref()
+                .and_then(|u| u.as_str())
+                .map(str::to_string),
+        ),
+    };
+    Ok(EnvelopeMeta {
+        event_type,
+        event_id: event_id.filter(|s| !s.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_v2_and_v1_envelopes() {
+        let v2 = include_str!("../../fixtures/events/message-receive-text.json");
+        let m = envelope_meta(v2).unwrap();
+        assert_eq!(m.event_type.as_deref(), Some("im.message.receive_v1"));
+        assert_eq!(
+            m.event_id.as_deref(),
+            Some("c42aaedb8ee7d8464cbbc212d6675dc3")
+        );
+        let v1 = include_str!("../../fixtures/events/v1-message-text.json");
+        let m = envelope_meta(v1).unwrap();
+        assert_eq!(m.event_type.as_deref(), Some("message"));
+        assert_eq!(
+            m.event_id.as_deref(),
+            Some("bcff82544c12dfb00fe5301ea4bea0a7")
+        );
+        let m = envelope_meta("{}").unwrap();
+        assert!(m.event_type.is_none() && m.event_id.is_none());
+        assert!(envelope_meta("[1]").is_err());
+        assert!(envelope_meta("nope").is_err());
+    }
+}

@@ -1,0 +1,469 @@
+//! A *run* is the lifetime of one `start()`: it owns the state, the backoff and the stop
+//! reason, and replaces its connection on every reconnect (a connection is never mutated
+//! back to life). Every path out of the loop returns an outcome, so the promise built on
+//! it always settles.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::config::TransportConfig;
+use super::connection::{dial, run_session, Control, SessionContext, SessionEnd};
+use super::dedupe::Dedupe;
+use super::endpoint::{discover, DiscoveryRequest, ServerConfig};
+use super::error::{ErrorCode, TransportError};
+use super::events::{EventHandler, Observer};
+use super::frame::AckPayload;
+use super::log::Log;
+use super::redact::Redactor;
+use super::status::{now_ms, Counters, ServerSummary, State, StatusSnapshot, StatusStore};
+
+/// How a run ended when nobody failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `close()`.
+    Closed,
+    /// The caller's AbortSignal.
+    Aborted,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Closed => "closed",
+            StopReason::Aborted => "aborted",
+        }
+    }
+}
+
+pub type RunOutcome = Result<StopReason, TransportError>;
+
+struct RunSlot {
+    id: u64,
+    control: mpsc::UnboundedSender<Control>,
+    done: watch::Receiver<bool>,
+}
+
+/// One Feishu app's long connection. Cheap to share behind an `Arc`; at most one run at
+/// a time.
+pub struct Transport {
+    cfg: Arc<TransportConfig>,
+    status: Arc<StatusStore>,
+    dedupe: Option<Arc<Dedupe<AckPayload>>>,
+    http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
+    redactor: Arc<Redactor>,
+    run: Arc<Mutex<Option<RunSlot>>>,
+    next_run_id: AtomicU64,
+}
+
+/// The rustls client config shared by discovery and the socket: ring provider, bundled
+/// Mozilla roots, certificates always verified.
+pub fn default_tls_config() -> Result<rustls::ClientConfig, TransportError> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TransportError::invalid_config(format!("TLS setup failed: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(cfg)
+}
+
+impl Transport {
+    /// Validates `cfg` and prepares the HTTP client; connects nothing.
+    pub fn new(cfg: TransportConfig) -> Result<Transport, TransportError> {
+        cfg.validate()?;
+        let tls = default_tls_config()?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
+            // Proxies are chosen by the transport itself (one setting for discovery and
+            // the socket), never implicitly by the HTTP client.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| {
+                TransportError::invalid_config(format!("HTTP client setup failed: {e}"))
+            })?;
+        let redactor = Arc::new(Redactor::new([cfg.app_secret.clone()]));
+        let dedupe = cfg.dedupe.clone().map(|d| Arc::new(Dedupe::new(d)));
+        Ok(Transport {
+            cfg: Arc::new(cfg),
+            status: Arc::new(StatusStore::default()),
+            dedupe,
+            http,
+            tls: Arc::new(tls),
+            redactor,
+            run: Arc::new(Mutex::new(None)),
+            next_run_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.cfg
+    }
+
+    pub fn status(&self) -> StatusSnapshot {
+        self.status.snapshot()
+    }
+
+    /// Registers a run synchronously (so a `close()` right after `start()` cannot miss
+    /// it) and returns the future that drives it. `ALREADY_STARTED` while one is running.
+    pub fn start(
+        &self,
+        handler: Arc<dyn EventHandler>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<impl Future<Output = RunOutcome> + Send + 'static, TransportError> {
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = watch::channel(false);
+        let id = self.next_run_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut slot = self.run.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_some() {
+                return Err(TransportError::recoverable(
+                    ErrorCode::AlreadyStarted,
+                    "start() was called while this transport is already running; close() it or wait for start() to settle",
+                ));
+            }
+            *slot = Some(RunSlot {
+                id,
+                control: control_tx,
+                done: done_rx,
+            });
+        }
+        let log = Log::new(observer.clone(), self.cfg.log_level, self.redactor.clone());
+        let run = Run {
+            cfg: self.cfg.clone(),
+            status: self.status.clone(),
+            dedupe: self.dedupe.clone(),
+            http: self.http.clone(),
+            tls: self.tls.clone(),
+            handler,
+            observer,
+            log,
+            control: control_rx,
+        };
+        let guard = SlotGuard {
+            slot: self.run.clone(),
+            id,
+            done: done_tx,
+        };
+        Ok(async move {
+            let outcome = run.run().await;
+            // Release the slot before the outcome is delivered, so code reacting to the
+            // settled start() may call start() again at once.
+            drop(guard);
+            outcome
+        })
+    }
+
+    /// Stops the run, if any, and waits until it has ended. Idempotent.
+    pub fn close(&self, force: bool, drain: Option<Duration>) -> impl Future<Output = ()> + Send {
+        self.stop(Control::Close {
+            force,
+            drain: drain.unwrap_or(self.cfg.default_drain),
+            aborted: false,
+        })
+    }
+
+    /// Stops the run as the caller's AbortSignal does: `start()` resolves `aborted`.
+    pub fn abort(&self) -> impl Future<Output = ()> + Send {
+        self.stop(Control::Close {
+            force: false,
+            drain: self.cfg.default_drain,
+            aborted: true,
+        })
+    }
+
+    fn stop(&self, ctrl: Control) -> impl Future<Output = ()> + Send {
+        let done = {
+            let slot = self.run.lock().unwrap_or_else(|p| p.into_inner());
+            slot.as_ref().map(|s| {
+                let _ = s.control.send(ctrl);
+                s.done.clone()
+            })
+        };
+        async move {
+            if let Some(mut done) = done {
+                // Err: the run's sender is gone, which also means it ended.
+                let _ = done.wait_for(|d| *d).await;
+            }
+        }
+    }
+
+    /// Cuts the live socket without acking what is in flight; the run reconnects through
+    /// the backoff. Returns false when no run is active.
+    pub fn drop_connection(&self, reason: &str) -> bool {
+        let slot = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(s) => s.control.send(Control::Drop(reason.to_string())).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.run.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+/// Frees the run slot and wakes `close()` waiters however the run future ends, including
+/// when it is dropped mid-flight (env teardown).
+struct SlotGuard {
+    slot: Arc<Mutex<Option<RunSlot>>>,
+    id: u64,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().map(|s| s.id) == Some(self.id) {
+            *slot = None;
+        }
+        let _ = self.done.send(true);
+    }
+}
+
+struct Run {
+    cfg: Arc<TransportConfig>,
+    status: Arc<StatusStore>,
+    dedupe: Option<Arc<Dedupe<AckPayload>>>,
+    http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
+    handler: Arc<dyn EventHandler>,
+    observer: Arc<dyn Observer>,
+    log: Log,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+/// A phase of the run raced against the caller's stop.
+enum Raced<T> {
+    Done(T),
+    Stop(StopReason),
+}
+
+impl Run {
+    fn transition(&self, f: impl FnOnce(&mut super::status::Lifecycle)) {
+        let snap = self.status.update(f);
+        self.observer.status(&snap);
+    }
+
+    /// Waits for `fut` unless the caller stops the run first. A `dropConnection()` while
+    /// no socket is live has nothing to cut and is only logged.
+    async fn race<T>(&mut self, fut: impl Future<Output = T>) -> Raced<T> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return Raced::Done(r),
+                c = self.control.recv() => match c {
+                    Some(Control::Close { aborted, .. }) => {
+                        return Raced::Stop(if aborted { StopReason::Aborted } else { StopReason::Closed })
+                    }
+                    Some(Control::Drop(reason)) => {
+                        self.log.info(|| format!("dropConnection({reason:?}) ignored: no connection is live"));
+                    }
+                    None => return Raced::Stop(StopReason::Closed),
+                },
+            }
+        }
+    }
+
+    fn stopped(&self, reason: StopReason) -> RunOutcome {
+        self.log.info(|| format!("stopped ({})", reason.as_str()));
+        self.transition(|l| {
+            l.state = State::Stopped;
+            l.connection_id = None;
+            l.next_retry_at = None;
+        });
+        Ok(reason)
+    }
+
+    fn failed(&self, error: TransportError) -> RunOutcome {
+        self.log
+            .error(|| format!("giving up: {error}{}", cause_text(&error)));
+        self.transition(|l| {
+            l.state = State::Failed;
+            l.connection_id = None;
+            l.next_retry_at = None;
+            l.last_error = Some((&error).into());
+        });
+        Err(error)
+    }
+
+    async fn run(mut self) -> RunOutcome {
+        let user_agent = self.cfg.user_agent_header();
+        let mut server = ServerConfig::default();
+        let mut attempt: u32 = 0;
+        let mut ever_connected = false;
+        self.transition(|l| {
+            l.state = State::Connecting;
+            l.attempt = 0;
+            l.next_retry_at = None;
+            l.last_error = None;
+        });
+        loop {
+            // A fresh URL before every connect: the ticket is single-use.
+            let cfg = self.cfg.clone();
+            let http = self.http.clone();
+            let discovered = self
+                .race(async {
+                    let req = DiscoveryRequest {
+                        domain: &cfg.domain,
+                        app_id: &cfg.app_id,
+                        app_secret: &cfg.app_secret,
+                        user_agent: &user_agent,
+                        timeout: cfg.timeouts.discovery,
+                    };
+                    discover(&http, &req).await
+                })
+                .await;
+            let connected = match discovered {
+                Raced::Stop(r) => return self.stopped(r),
+                Raced::Done(Err(e)) => Err(e),
+                Raced::Done(Ok(endpoint)) => {
+                    server.merge(&endpoint.config);
+                    let summary = ServerSummary::from_config(&server);
+                    self.status.update(|l| l.server = Some(summary));
+                    let tls = self.tls.clone();
+                    match self.race(dial(&endpoint, &cfg, &tls)).await {
+                        Raced::Stop(r) => return self.stopped(r),
+                        Raced::Done(r) => r.map(|ws| (ws, endpoint)),
+                    }
+                }
+            };
+            let error = match connected {
+                Err(e) => e,
+                Ok((ws, endpoint)) => {
+                    Counters::bump(&self.status.counters.connects);
+                    let conn_id = endpoint.device_id.clone();
+                    let now = now_ms() as f64;
+                    self.transition(|l| {
+                        l.state = State::Connected;
+                        l.connection_id = conn_id.clone();
+                        l.last_connected_at = Some(now);
+                        l.next_retry_at = None;
+                    });
+                    self.log.info(|| {
+                        format!(
+                            "connected{}",
+                            conn_id
+                                .as_deref()
+                                .map(|d| format!(" [conn_id={d}]"))
+                                .unwrap_or_default()
+                        )
+                    });
+                    if ever_connected {
+                        Counters::bump(&self.status.counters.reconnects);
+                        self.observer.reconnected();
+                    } else {
+                        ever_connected = true;
+                        self.observer.ready();
+                    }
+                    let status = self.status.clone();
+                    let on_server_config = move |c: &ServerConfig| {
+                        let summary = ServerSummary::from_config(c);
+                        status.update(|l| l.server = Some(summary));
+                    };
+                    let status = self.status.clone();
+                    let on_healthy = move || {
+                        status.update(|l| l.attempt = 0);
+                    };
+                    let ctx = SessionContext {
+                        cfg: &cfg,
+                        status: &self.status,
+                        handler: &self.handler,
+                        dedupe: self.dedupe.as_ref(),
+                        log: &self.log,
+                        server: &mut server,
+                        on_server_config: &on_server_config,
+                        on_healthy: &on_healthy,
+                    };
+                    let end = run_session(ws, &endpoint, ctx, &mut self.control).await;
+                    let now = now_ms() as f64;
+                    self.status.update(|l| {
+                        l.last_disconnected_at = Some(now);
+                        l.connection_id = None;
+                    });
+                    match end {
+                        SessionEnd::Stopped { aborted } => {
+                            return self.stopped(if aborted {
+                                StopReason::Aborted
+                            } else {
+                                StopReason::Closed
+                            })
+                        }
+                        SessionEnd::Lost { error, healthy } => {
+                            if healthy {
+                                // The connection worked: this loss starts a new series.
+                                attempt = 0;
+                            }
+                            error
+                        }
+                    }
+                }
+            };
+
+            // A failure: report it, then give up or wait and retry.
+            self.log.warn(|| format!("{error}"));
+            self.observer.error(&error);
+            if error.terminal {
+                return self.failed(error);
+            }
+            attempt = attempt.saturating_add(1);
+            let Some(policy) = self.cfg.reconnect.clone() else {
+                return self.failed(error);
+            };
+            if let Some(max) = policy.max_attempts {
+                if attempt >= max {
+                    let exhausted = TransportError::recoverable(
+                        ErrorCode::ReconnectExhausted,
+                        format!("gave up after {attempt} consecutive failed attempt(s); the last: {error}"),
+                    )
+                    .with_cause(error);
+                    let exhausted = TransportError {
+                        terminal: true,
+                        ..exhausted
+                    };
+                    self.observer.error(&exhausted);
+                    return self.failed(exhausted);
+                }
+            }
+            let delay = if error.code == ErrorCode::ConnectionLimit {
+                // Another process holds the app's connections; a dead one frees its slot
+                // by itself, so wait long rather than hammer.
+                policy.max
+            } else {
+                policy.delay(attempt, rand::random::<f64>())
+            };
+            let retry_at = now_ms() as f64 + delay.as_millis() as f64;
+            let summary = (&error).into();
+            self.transition(|l| {
+                l.state = State::Reconnecting;
+                l.attempt = attempt;
+                l.next_retry_at = Some(retry_at);
+                l.last_error = Some(summary);
+            });
+            self.log.info(|| {
+                format!(
+                    "reconnecting in {} ms (attempt {attempt})",
+                    delay.as_millis()
+                )
+            });
+            self.observer.reconnecting(attempt, delay, Some(&error));
+            if let Raced::Stop(r) = self.race(tokio::time::sleep(delay)).await {
+                return self.stopped(r);
+            }
+        }
+    }
+}
+
+fn cause_text(e: &TransportError) -> String {
+    e.cause
+        .as_ref()
+        .map(|c| format!(" (cause: {c})"))
+        .unwrap_or_default()
+}
