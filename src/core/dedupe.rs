@@ -1,1 +1,605 @@
-//! (placeholder)
+//! Dedupe of re-delivered events by `event_id` (DESIGN.md "Dedupe").
+//!
+//! Feishu delivers at least once: an event whose ack is late (a handler past 3 s), lost
+//! (the socket died before the ack went out) or 500 comes back, possibly while the first
+//! delivery is still being handled. The result of a success is remembered so the
+//! re-delivery gets the same ack without running the handler again; a re-delivery that
+//! arrives mid-flight waits for the first one's outcome. Failures are never remembered:
+//! the point of a re-delivery after a failure is to try again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+/// How long and how many successful results are remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupeConfig {
+    /// How long a success is remembered, from when it finished. The default, 12 hours,
+    /// covers the webhook re-push schedule Feishu documents (15 s, 5 min, 1 h, 6 h) and
+    /// matches the Node SDK's `LarkChannel`; memory is bounded by `max_entries` whatever
+    /// the TTL, so a long one costs nothing on a busy bot.
+    pub ttl: Duration,
+    /// Successful results remembered at most; the oldest are forgotten first. Events in
+    /// flight are not counted and never forgotten (their number is bounded by the
+    /// handler concurrency).
+    pub max_entries: usize,
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        DedupeConfig {
+            ttl: Duration::from_secs(12 * 60 * 60),
+            max_entries: 10_000,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Outcome<V> {
+    Pending,
+    Succeeded(V),
+    Failed,
+}
+
+enum Entry<V> {
+    InFlight {
+        generation: u64,
+        outcome: watch::Receiver<Outcome<V>>,
+    },
+    Done {
+        generation: u64,
+        value: V,
+        at: Instant,
+    },
+}
+
+struct State<V> {
+    entries: HashMap<String, Entry<V>>,
+    /// Successes in the order they finished. An item whose entry was replaced since (its
+    /// generation differs) is stale and skipped; generations make that check exact.
+    finished: VecDeque<(String, u64)>,
+    done: usize,
+    next_generation: u64,
+}
+
+impl<V> State<V> {
+    /// Forgets the oldest successes while they are expired or above `max_entries`.
+    fn sweep(&mut self, now: Instant, cfg: &DedupeConfig) {
+        while let Some((key, generation)) = self.finished.front() {
+            match self.entries.get(key) {
+                Some(Entry::Done {
+                    generation: g, at, ..
+                }) if g == generation => {
+                    let expired = now.saturating_duration_since(*at) >= cfg.ttl;
+                    if !(expired || self.done > cfg.max_entries) {
+                        break;
+                    }
+                    self.entries.remove(key);
+                    self.done -= 1;
+                }
+                _ => {}
+            }
+            self.finished.pop_front();
+        }
+        // Stale items stuck behind a live one (finish times out of order) would otherwise
+        // pile up; compacting when they outnumber the live ones keeps this amortised O(1).
+        if self.finished.len() > 2 * self.done + 64 {
+            let entries = &self.entries;
+            self.finished.retain(|(key, generation)| {
+                matches!(entries.get(key), Some(Entry::Done { generation: g, .. }) if g == generation)
+            });
+        }
+    }
+}
+
+struct Shared<V> {
+    cfg: DedupeConfig,
+    state: Mutex<State<V>>,
+}
+
+impl<V> Shared<V> {
+    fn lock(&self) -> MutexGuard<'_, State<V>> {
+        // The state is consistent between statements, so a panic elsewhere while holding
+        // the lock (a user `Clone` impl) must not take dedupe down with it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Remembers the outcome of events by key. Cloning shares the same memory; every
+/// operation takes one short lock.
+pub struct Dedupe<V: Clone + Send + Sync + 'static> {
+    shared: Arc<Shared<V>>,
+}
+
+impl<V: Clone + Send + Sync + 'static> Clone for Dedupe<V> {
+    fn clone(&self) -> Self {
+        Dedupe {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// What to do with a delivery.
+pub enum Begin<V: Clone + Send + Sync + 'static> {
+    /// The caller owns the event: run the handler, then call `succeed` or `fail`.
+    Run(DedupeGuard<V>),
+    /// Already handled successfully: ack with this value.
+    Done(V),
+    /// In flight elsewhere: await this for the outcome.
+    Wait(WaitHandle<V>),
+}
+
+impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
+    pub fn new(cfg: DedupeConfig) -> Self {
+        Dedupe {
+            shared: Arc::new(Shared {
+                cfg,
+                state: Mutex::new(State {
+                    entries: HashMap::new(),
+                    finished: VecDeque::new(),
+                    done: 0,
+                    next_generation: 0,
+                }),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &DedupeConfig {
+        &self.shared.cfg
+    }
+
+    /// Claims `key` at `now`.
+    pub fn begin(&self, key: &str, now: Instant) -> Begin<V> {
+        let cfg = &self.shared.cfg;
+        let mut state = self.shared.lock();
+        state.sweep(now, cfg);
+        match state.entries.get(key) {
+            Some(Entry::InFlight { outcome, .. }) => {
+                return Begin::Wait(WaitHandle {
+                    outcome: outcome.clone(),
+                })
+            }
+            Some(Entry::Done { value, at, .. }) => {
+                if now.saturating_duration_since(*at) < cfg.ttl {
+                    return Begin::Done(value.clone());
+                }
+                // Expired but not yet swept (it finished out of order): replaced below,
+                // which leaves its `finished` item stale.
+                state.done -= 1;
+            }
+            None => {}
+        }
+        let (tx, rx) = watch::channel(Outcome::Pending);
+        let generation = state.next_generation;
+        state.next_generation += 1;
+        state.entries.insert(
+            key.to_owned(),
+            Entry::InFlight {
+                generation,
+                outcome: rx,
+            },
+        );
+        Begin::Run(DedupeGuard {
+            shared: Arc::clone(&self.shared),
+            key: key.to_owned(),
+            generation,
+            outcome: Some(tx),
+        })
+    }
+
+    /// Keys remembered or in flight.
+    pub fn len(&self) -> usize {
+        self.shared.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Ownership of one in-flight event. Dropping it without `succeed` counts as a failure, so
+/// a cancelled or panicking handler task never leaves waiters hanging.
+pub struct DedupeGuard<V: Clone + Send + Sync + 'static> {
+    shared: Arc<Shared<V>>,
+    key: String,
+    generation: u64,
+    /// `None` once finished.
+    outcome: Option<watch::Sender<Outcome<V>>>,
+}
+
+impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
+    /// The key this guard owns.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The handler succeeded with `value` at `now`: remember it and hand it to waiters.
+    pub fn succeed(mut self, value: V, now: Instant) {
+        self.finish(Some((value, now)));
+    }
+
+    /// The handler failed: forget the key, and let waiters claim it again.
+    pub fn fail(mut self) {
+        self.finish(None);
+    }
+
+    fn finish(&mut self, success: Option<(V, Instant)>) {
+        let Some(tx) = self.outcome.take() else {
+            return;
+        };
+        {
+            let cfg = &self.shared.cfg;
+            let mut state = self.shared.lock();
+            let ours = matches!(
+                state.entries.get(&self.key),
+                Some(Entry::InFlight { generation, .. }) if *generation == self.generation
+            );
+            if ours {
+                match &success {
+                    Some((value, at)) => {
+                        state.entries.insert(
+                            self.key.clone(),
+                            Entry::Done {
+                                generation: self.generation,
+                                value: value.clone(),
+                                at: *at,
+                            },
+                        );
+                        state.done += 1;
+                        state
+                            .finished
+                            .push_back((std::mem::take(&mut self.key), self.generation));
+                        state.sweep(*at, cfg);
+                    }
+                    None => {
+                        state.entries.remove(&self.key);
+                    }
+                }
+            }
+        }
+        // The map is updated before waiters wake, so one that retries after a failure
+        // finds the key free and can become the runner.
+        tx.send_replace(match success {
+            Some((value, _)) => Outcome::Succeeded(value),
+            None => Outcome::Failed,
+        });
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> Drop for DedupeGuard<V> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+/// A claim on the outcome of an event in flight elsewhere.
+pub struct WaitHandle<V: Clone + Send + Sync + 'static> {
+    outcome: watch::Receiver<Outcome<V>>,
+}
+
+impl<V: Clone + Send + Sync + 'static> WaitHandle<V> {
+    /// `Some(v)`: the first delivery succeeded with `v`. `None`: it failed or was dropped;
+    /// call [`Dedupe::begin`] again (this caller may then become the runner).
+    pub async fn wait(mut self) -> Option<V> {
+        let outcome = self
+            .outcome
+            .wait_for(|o| !matches!(o, Outcome::Pending))
+            .await
+            .ok()?;
+        match &*outcome {
+            Outcome::Succeeded(value) => Some(value.clone()),
+            Outcome::Pending | Outcome::Failed => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn dedupe(ttl_secs: u64, max_entries: usize) -> Dedupe<u32> {
+        Dedupe::new(DedupeConfig {
+            ttl: Duration::from_secs(ttl_secs),
+            max_entries,
+        })
+    }
+
+    fn run(b: Begin<u32>) -> DedupeGuard<u32> {
+        match b {
+            Begin::Run(g) => g,
+            Begin::Done(v) => panic!("expected Run, got Done({v})"),
+            Begin::Wait(_) => panic!("expected Run, got Wait"),
+        }
+    }
+
+    fn wait(b: Begin<u32>) -> WaitHandle<u32> {
+        match b {
+            Begin::Wait(h) => h,
+            Begin::Done(v) => panic!("expected Wait, got Done({v})"),
+            Begin::Run(_) => panic!("expected Wait, got Run"),
+        }
+    }
+
+    fn done(b: Begin<u32>) -> u32 {
+        match b {
+            Begin::Done(v) => v,
+            Begin::Run(_) => panic!("expected Done, got Run"),
+            Begin::Wait(_) => panic!("expected Done, got Wait"),
+        }
+    }
+
+    /// One delivery as the connection would handle it: retry after a failed wait.
+    async fn deliver(d: &Dedupe<u32>, key: &str, calls: &AtomicUsize, result: u32) -> u32 {
+        loop {
+            match d.begin(key, Instant::now()) {
+                Begin::Run(guard) => {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    // give the other tasks a chance to arrive mid-flight
+                    for _ in 0..10 {
+                        tokio::task::yield_now().await;
+                    }
+                    guard.succeed(result, Instant::now());
+                    return result;
+                }
+                Begin::Done(v) => return v,
+                Begin::Wait(h) => {
+                    if let Some(v) = h.wait().await {
+                        return v;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_config() {
+        let cfg = DedupeConfig::default();
+        assert_eq!(cfg.ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(cfg.max_entries, 10_000);
+    }
+
+    #[test]
+    fn a_success_is_remembered_and_replayed() {
+        let d = dedupe(60, 10);
+        let now = Instant::now();
+        run(d.begin("e1", now)).succeed(42, now);
+        assert_eq!(done(d.begin("e1", now)), 42);
+        assert_eq!(d.len(), 1);
+        // another key is independent
+        drop(run(d.begin("e2", now)));
+    }
+
+    #[test]
+    fn a_failure_is_never_remembered() {
+        let d = dedupe(60, 10);
+        let now = Instant::now();
+        run(d.begin("e1", now)).fail();
+        assert!(d.is_empty());
+        run(d.begin("e1", now)).succeed(1, now);
+        assert_eq!(done(d.begin("e1", now)), 1);
+    }
+
+    #[test]
+    fn a_second_delivery_in_flight_waits() {
+        let d = dedupe(60, 10);
+        let now = Instant::now();
+        let _guard = run(d.begin("e1", now));
+        let _ = wait(d.begin("e1", now));
+        let _ = wait(d.begin("e1", now));
+        assert_eq!(d.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_value() {
+        let d = dedupe(60, 10);
+        let now = Instant::now();
+        let guard = run(d.begin("e1", now));
+        let waiters: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(wait(d.begin("e1", now)).wait()))
+            .collect();
+        guard.succeed(5, now);
+        for w in waiters {
+            assert_eq!(w.await.unwrap(), Some(5));
+        }
+        // a handle taken before the success but awaited after it still sees the value
+        let d = dedupe(60, 10);
+        let guard = run(d.begin("e1", now));
+        let late = wait(d.begin("e1", now));
+        guard.succeed(6, now);
+        assert_eq!(late.wait().await, Some(6));
+    }
+
+    #[tokio::test]
+    async fn failure_wakes_waiters_with_none_and_frees_the_key() {
+        let d = dedupe(60, 10);
+        let now = Instant::now();
+        let guard = run(d.begin("e1", now));
+        let waiter = tokio::spawn(wait(d.begin("e1", now)).wait());
+        guard.fail();
+        assert_eq!(waiter.await.unwrap(), None);
+        run(d.begin("e1", now));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_unblocks_waiters() {
+        let d = dedupe(60, 10);
+        let now = Instant::now();
+        let guard = run(d.begin("e1", now));
+        let waiter = tokio::spawn(wait(d.begin("e1", now)).wait());
+        drop(guard);
+        assert_eq!(waiter.await.unwrap(), None);
+        assert!(d.is_empty());
+        run(d.begin("e1", now));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_handler_task_unblocks_waiters() {
+        let d = dedupe(60, 10);
+        let now = Instant::now();
+        let guard = run(d.begin("e1", now));
+        let handler = tokio::spawn(async move {
+            let _owned = guard;
+            std::future::pending::<()>().await;
+        });
+        let waiter = tokio::spawn(wait(d.begin("e1", now)).wait());
+        handler.abort();
+        assert!(handler.await.unwrap_err().is_cancelled());
+        assert_eq!(waiter.await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exactly_one_of_many_concurrent_deliveries_runs_the_handler() {
+        let d = Arc::new(dedupe(60, 100));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (d, calls) = (Arc::clone(&d), Arc::clone(&calls));
+                tokio::spawn(async move { deliver(&d, "e1", &calls, 7).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 7);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(done(d.begin("e1", Instant::now())), 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failure_exactly_one_waiter_takes_over() {
+        let d = Arc::new(dedupe(60, 100));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = run(d.begin("e1", Instant::now()));
+        // every delivery is already waiting when the first one fails
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let handle = wait(d.begin("e1", Instant::now()));
+                let (d, calls) = (Arc::clone(&d), Arc::clone(&calls));
+                tokio::spawn(async move {
+                    assert_eq!(handle.wait().await, None);
+                    deliver(&d, "e1", &calls, 9).await
+                })
+            })
+            .collect();
+        first.fail();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 9);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_keys_each_run_once() {
+        let d = Arc::new(dedupe(60, 1_000));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let (d, calls) = (Arc::clone(&d), Arc::clone(&calls));
+                let key = format!("e{}", i % 20);
+                tokio::spawn(async move { deliver(&d, &key, &calls, i % 20).await == i % 20 })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 20);
+        assert_eq!(d.len(), 20);
+    }
+
+    #[test]
+    fn successes_expire_after_the_ttl() {
+        let d = dedupe(60, 10);
+        let t0 = Instant::now();
+        run(d.begin("e1", t0)).succeed(1, t0);
+        let just_before = t0 + Duration::from_secs(60) - Duration::from_nanos(1);
+        assert_eq!(done(d.begin("e1", just_before)), 1);
+        run(d.begin("e1", t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn expired_entries_are_swept_by_any_begin() {
+        let d = dedupe(60, 10);
+        let t0 = Instant::now();
+        run(d.begin("a", t0)).succeed(1, t0);
+        run(d.begin("b", t0)).succeed(2, t0 + Duration::from_secs(30));
+        assert_eq!(d.len(), 2);
+        drop(d.begin("other", t0 + Duration::from_secs(61)));
+        assert_eq!(d.len(), 1, "a expired, b not yet, other failed");
+        assert_eq!(done(d.begin("b", t0 + Duration::from_secs(61))), 2);
+    }
+
+    #[test]
+    fn out_of_order_finish_times_still_expire() {
+        let d = dedupe(60, 10);
+        let t0 = Instant::now();
+        // "late" finishes first in order but with a later timestamp
+        run(d.begin("late", t0)).succeed(1, t0 + Duration::from_secs(50));
+        run(d.begin("early", t0)).succeed(2, t0);
+        let t61 = t0 + Duration::from_secs(61);
+        run(d.begin("early", t61)).succeed(3, t61);
+        assert_eq!(done(d.begin("early", t61)), 3);
+        assert_eq!(done(d.begin("late", t61)), 1);
+        run(d.begin("late", t0 + Duration::from_secs(110)));
+    }
+
+    #[test]
+    fn the_oldest_successes_are_evicted_beyond_max_entries() {
+        let d = dedupe(3600, 2);
+        let now = Instant::now();
+        for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+            run(d.begin(key, now)).succeed(i as u32, now);
+        }
+        assert_eq!(d.len(), 2);
+        assert_eq!(done(d.begin("b", now)), 1);
+        assert_eq!(done(d.begin("c", now)), 2);
+        run(d.begin("a", now));
+    }
+
+    #[test]
+    fn in_flight_entries_are_never_evicted() {
+        let d = dedupe(1, 1);
+        let t0 = Instant::now();
+        let _flying = run(d.begin("flying", t0));
+        for key in ["a", "b", "c"] {
+            run(d.begin(key, t0)).succeed(0, t0);
+        }
+        let later = t0 + Duration::from_secs(3600);
+        drop(d.begin("x", later));
+        assert_eq!(d.len(), 1);
+        let _ = wait(d.begin("flying", later));
+    }
+
+    #[test]
+    fn max_entries_zero_remembers_nothing_but_still_dedupes_in_flight() {
+        let d = dedupe(60, 0);
+        let now = Instant::now();
+        let guard = run(d.begin("e1", now));
+        let _ = wait(d.begin("e1", now));
+        guard.succeed(1, now);
+        assert!(d.is_empty());
+        run(d.begin("e1", now));
+    }
+
+    #[test]
+    fn stale_bookkeeping_stays_bounded() {
+        let d = dedupe(10, 1_000_000);
+        let t0 = Instant::now();
+        // every key finishes far in the future, then is re-run once expired relative to a
+        // pinned early entry that keeps the sweep from advancing
+        run(d.begin("pin", t0)).succeed(0, t0 + Duration::from_secs(1_000));
+        for i in 0..10_000u64 {
+            let key = format!("k{i}");
+            let at = t0 + Duration::from_secs(i % 5);
+            run(d.begin(&key, at)).succeed(1, at);
+            run(d.begin(&key, at + Duration::from_secs(20))).fail();
+        }
+        let state = d.shared.lock();
+        assert!(
+            state.finished.len() <= 2 * state.done + 64,
+            "{}",
+            state.finished.len()
+        );
+    }
+}
