@@ -47,6 +47,21 @@ export interface TimeoutOptions {
   closeMs?: number
 }
 
+/**
+ * Trust for `https`/`wss` (and `https://` proxies). By default the bundled Mozilla roots;
+ * certificates are always verified and there is no option to turn that off. A
+ * verification failure is a `TLS_ERROR` naming the host and the reason.
+ */
+export interface TlsOptions {
+  /**
+   * Extra CA certificates to trust, as PEM (a string or a Buffer; several certificates
+   * may be concatenated): a company's private CA or a TLS-inspecting proxy's CA.
+   */
+  caPem?: string | Uint8Array
+  /** Also trust the operating system's certificate store. Default false. */
+  systemRoots?: boolean
+}
+
 export interface DedupeOptions {
   /** How long a handled event's result is remembered. Default 600000 (10 min). */
   ttlMs?: number
@@ -84,8 +99,26 @@ export interface FeishuTransportOptions {
   logLevel?: LogLevel | 'silent'
   /** Appended to `feishu-transport/<version>` in the discovery User-Agent. */
   userAgent?: string
-  /** Not supported yet: leave undefined or null (direct connections). */
+  /**
+   * The proxy of every connection, discovery and the WebSocket alike:
+   * - `'http://host:port'` or `'https://host:port'` (HTTP CONNECT; `https` is TLS to the
+   *   proxy itself), `'socks5://host:port'` (the target is resolved here) or
+   *   `'socks5h://host:port'` (the proxy resolves it), each with optional
+   *   `user:password@` (percent-encoded). `NO_PROXY` does not apply to an explicit proxy.
+   * - `undefined` (default): the environment, read when the transport is constructed:
+   *   `HTTPS_PROXY` for `https`/`wss` targets, `HTTP_PROXY` for `http`/`ws` ones, else
+   *   `ALL_PROXY`; lower case wins over upper case; `NO_PROXY` lists hosts to reach
+   *   directly (`*`, `example.com` and its subdomains, `.example.com`, IPs, CIDR blocks,
+   *   each with an optional `:port`).
+   * - `null`: always direct, whatever the environment says.
+   *
+   * A proxy that refuses, wants credentials, answers garbage or stays silent fails the
+   * attempt with `PROXY_ERROR` (naming the proxy, never its password) within
+   * `timeouts.handshakeMs`, and is retried like any recoverable error.
+   */
   proxy?: string | null
+  /** Which certificate authorities are trusted. Certificates are always verified. */
+  tls?: TlsOptions
   /** `false`: no reconnects; start() settles at the first disconnect. Default: on, with the defaults of {@link ReconnectOptions}. */
   reconnect?: boolean | ReconnectOptions
   /** Overrides the server's PingInterval. */

@@ -72,10 +72,36 @@ function toNativeOptions(o) {
   if (o.logLevel !== undefined && !LOG_LEVELS.includes(o.logLevel)) {
     throw invalid(`logLevel must be one of ${LOG_LEVELS.join(', ')}`)
   }
-  if (o.proxy !== undefined && o.proxy !== null) {
-    throw invalid('proxy is not supported yet: leave it undefined or null (direct connections)')
-  }
   const n = { appId: o.appId, appSecret: o.appSecret, domain: o.domain, userAgent: o.userAgent }
+  // Three states, which napi cannot tell apart by itself: undefined reads the
+  // environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), null connects directly.
+  if (o.proxy === undefined) n.proxyMode = 'env'
+  else if (o.proxy === null) n.proxyMode = 'none'
+  else if (typeof o.proxy === 'string' && o.proxy.trim() !== '') {
+    n.proxyMode = 'url'
+    n.proxy = o.proxy
+  } else {
+    throw invalid('proxy must be a proxy URL (http://, https://, socks5:// or socks5h://), null (direct) or undefined (the environment)')
+  }
+  const tls = o.tls
+  if (tls !== undefined) {
+    if (tls === null || typeof tls !== 'object') throw invalid('tls must be an object')
+    for (const key of Object.keys(tls)) {
+      if (key === 'caPem' || key === 'systemRoots') continue
+      if (key === 'rejectUnauthorized' || key === 'insecure') {
+        throw invalid(`tls.${key} is not supported: certificates are always verified; trust a private CA with tls.caPem instead`)
+      }
+      throw invalid(`tls.${key} is not a known option (caPem, systemRoots)`)
+    }
+    const ca = tls.caPem
+    if (typeof ca === 'string') n.tlsCaPem = ca
+    else if (ca instanceof Uint8Array) n.tlsCaPem = Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength).toString('utf8')
+    else if (ca !== undefined) throw invalid('tls.caPem must be a PEM string or a Buffer')
+    if (tls.systemRoots !== undefined && typeof tls.systemRoots !== 'boolean') {
+      throw invalid('tls.systemRoots must be a boolean')
+    }
+    n.tlsSystemRoots = tls.systemRoots
+  }
   n.logLevel = o.logLevel
   const r = o.reconnect
   if (r === false) n.reconnect = false

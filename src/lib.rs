@@ -10,7 +10,7 @@ pub mod core;
 pub mod emulator;
 
 /// Installs the process-wide rustls crypto provider before anything can open a TLS
-/// socket: tokio-tungstenite and reqwest (built with `rustls-no-provider`) both look up
+/// socket: tokio-tungstenite and rustls builders without an explicit provider look up
 /// the process default and panic when there is none.
 pub fn install_crypto_provider() {
     // Err means a provider is already installed (another addon, a second env): fine.

@@ -17,6 +17,7 @@ use crate::core::dedupe::DedupeConfig;
 use crate::core::endpoint::Domain;
 use crate::core::error::TransportError;
 use crate::core::events::{EventHandler, HandlerFuture, InboundEvent, Observer};
+use crate::core::proxy::{ProxyMode, ProxyUrl};
 use crate::core::status::StatusSnapshot;
 use crate::core::supervisor::Transport;
 
@@ -58,6 +59,13 @@ pub struct NativeTransportOptions {
     pub dedupe_ttl_ms: Option<f64>,
     pub dedupe_max_entries: Option<f64>,
     pub log_level: Option<String>,
+    /// `'env'` (`proxy: undefined`, the default), `'none'` (`proxy: null`) or `'url'`
+    /// (`proxy` holds the URL). Set by `index.js`, which sees undefined and null apart.
+    pub proxy_mode: Option<String>,
+    pub proxy: Option<String>,
+    /// `tls.caPem`, as text (`index.js` decodes a Buffer).
+    pub tls_ca_pem: Option<String>,
+    pub tls_system_roots: Option<bool>,
 }
 
 /// A stable error code as the `code` property of a thrown JS error.
@@ -157,6 +165,22 @@ pub fn config_from_options(
         }
         cfg.dedupe = Some(d);
     }
+    cfg.proxy = match (o.proxy_mode.as_deref(), o.proxy) {
+        (Some("none"), _) => ProxyMode::Direct,
+        // `TransportConfig::new` captured the environment already.
+        (Some("env"), _) | (None, None) => cfg.proxy,
+        (Some("url") | None, url) => ProxyMode::Fixed(
+            ProxyUrl::parse(url.as_deref().unwrap_or(""))
+                .map_err(|why| invalid(format!("proxy {why}")))?,
+        ),
+        (Some(other), _) => {
+            return Err(invalid(format!(
+                "proxyMode must be env, none or url, got {other:?}"
+            )))
+        }
+    };
+    cfg.tls.ca_pem = o.tls_ca_pem;
+    cfg.tls.system_roots = o.tls_system_roots.unwrap_or(false);
     if let Some(level) = o.log_level.as_deref() {
         cfg.log_level = LogLevel::parse(level).ok_or_else(|| {
             invalid(format!(

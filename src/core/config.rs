@@ -7,6 +7,8 @@ use super::dedupe::DedupeConfig;
 use super::endpoint::Domain;
 use super::error::TransportError;
 use super::fragments::FragmentLimits;
+use super::proxy::ProxyMode;
+use super::tls::TlsOptions;
 
 /// Severity of a log line; `Silent` only as a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +84,10 @@ pub struct TransportConfig {
     pub slow_handler_warning: Duration,
     /// How long `close()` waits for in-flight handlers unless told otherwise.
     pub default_drain: Duration,
+    /// The proxy of discovery and the socket alike.
+    pub proxy: ProxyMode,
+    /// Extra trusted roots; verification itself is never optional.
+    pub tls: TlsOptions,
 }
 
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
@@ -103,7 +109,18 @@ impl TransportConfig {
             log_level: LogLevel::Info,
             slow_handler_warning: Duration::from_secs(3),
             default_drain: Duration::from_millis(5_000),
+            // The documented default (`proxy: undefined`): the environment, read now.
+            proxy: ProxyMode::from_env(),
+            tls: TlsOptions::default(),
         }
+    }
+
+    /// Literal secrets to hide wherever they might appear: the app secret and any proxy
+    /// password.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut s = vec![self.app_secret.clone()];
+        s.extend(self.proxy.secrets());
+        s
     }
 
     /// Rejects what can never work, before anything connects.
@@ -155,6 +172,10 @@ impl TransportConfig {
                 ));
             }
         }
+        // Discovery and (unless the domain is a plain-http emulator) the socket are TLS
+        // targets; an unusable proxy variable that applies to them fails here, by name.
+        self.proxy.validate(!self.domain.allows_plain())?;
+        self.tls.validate()?;
         Ok(())
     }
 

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use super::config::{LogLevel, TransportConfig};
 use super::dedupe::{Begin, Dedupe, DedupeGuard, WaitHandle};
@@ -27,18 +26,22 @@ use super::frame::{frame_type, header_key, AckPayload, Frame, METHOD_CONTROL, ME
 use super::log::Log;
 use super::status::{now_ms, Counters, StatusStore};
 
-pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The socket: TLS (for `wss`) over TCP or over a proxy tunnel; see [`super::net`].
+pub type WsStream = WebSocketStream<super::net::Stream>;
 
-/// Opens the socket of `endpoint`: TCP (with `TCP_NODELAY`: acks are tiny and Nagle would
-/// hold them back ~40 ms), TLS for `wss`, and the HTTP upgrade, all within the handshake
-/// timeout.
+/// Opens the socket of `endpoint`: TCP (directly or through the configured proxy, with
+/// `TCP_NODELAY`: acks are tiny and Nagle would hold them back ~40 ms), TLS for `wss`,
+/// and the HTTP upgrade, all within the handshake timeout.
 pub async fn dial(
     endpoint: &Endpoint,
     cfg: &TransportConfig,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<WsStream, TransportError> {
     let timeout = cfg.timeouts.handshake;
-    match tokio::time::timeout(timeout, dial_inner(endpoint, tls)).await {
+    // One deadline for the whole dial and for the proxy inside it, so a silent proxy is
+    // reported as PROXY_ERROR (the inner timer is polled first) rather than a timeout.
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, dial_inner(endpoint, cfg, tls, deadline)).await {
         Ok(r) => r,
         Err(_) => Err(TransportError::recoverable(
             ErrorCode::HandshakeTimeout,
@@ -52,31 +55,30 @@ pub async fn dial(
 
 async fn dial_inner(
     endpoint: &Endpoint,
+    cfg: &TransportConfig,
     tls: &Arc<rustls::ClientConfig>,
+    deadline: tokio::time::Instant,
 ) -> Result<WsStream, TransportError> {
     let url = url::Url::parse(&endpoint.url).map_err(|_| {
         TransportError::recoverable(ErrorCode::ProtocolError, "the socket URL does not parse")
     })?;
     let host = url.host_str().unwrap_or_default().to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
-    // url keeps IPv6 hosts bracketed; the resolver wants them bare.
-    let connect_host = host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = TcpStream::connect((connect_host, port))
-        .await
-        .map_err(|e| {
-            TransportError::recoverable(
-                ErrorCode::HandshakeFailed,
-                format!("could not open a TCP connection to {host}:{port}: {e}"),
-            )
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let connector = tokio_tungstenite::Connector::Rustls(tls.clone());
+    let stream = super::net::open(
+        &url,
+        &super::net::OpenOptions {
+            proxy: &cfg.proxy,
+            tls,
+            proxy_deadline: deadline,
+            proxy_timeout: cfg.timeouts.handshake,
+            code: ErrorCode::HandshakeFailed,
+        },
+    )
+    .await?;
     let ws_config = WebSocketConfig::default();
-    match tokio_tungstenite::client_async_tls_with_config(
+    match tokio_tungstenite::client_async_with_config(
         endpoint.url.as_str(),
-        tcp,
+        stream,
         Some(ws_config),
-        Some(connector),
     )
     .await
     {

@@ -2,11 +2,14 @@
 //! answered with a one-time WebSocket URL and the server's client config (PROTOCOL.md §2).
 //! The only authenticated step of the protocol; a fresh URL is fetched before every connect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::error::{ErrorCode, TransportError};
+use super::net;
+use super::proxy::ProxyMode;
 
 pub const FEISHU_DOMAIN: &str = "https://open.feishu.cn";
 pub const LARK_DOMAIN: &str = "https://open.larksuite.com";
@@ -120,7 +123,13 @@ impl ServerConfig {
 
     /// Parses a pong payload. `None` when it is not a JSON object.
     pub fn from_pong(payload: &[u8]) -> Option<ServerConfig> {
-        let raw: RawClientConfig = serde_json::from_slice(payload).ok()?;
+        // Parsed as a Value first: serde would also accept a JSON array as the struct's
+        // fields in order.
+        let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        if !value.is_object() {
+            return None;
+        }
+        let raw: RawClientConfig = serde_json::from_value(value).ok()?;
         Some(ServerConfig::from_raw(&raw))
     }
 
@@ -299,30 +308,30 @@ pub struct DiscoveryRequest<'a> {
     pub app_id: &'a str,
     pub app_secret: &'a str,
     pub user_agent: &'a str,
+    /// The whole exchange, body included.
     pub timeout: Duration,
+    pub proxy: &'a ProxyMode,
+    /// How long a proxy may take to open the tunnel (the handshake timeout); capped by
+    /// `timeout`.
+    pub proxy_timeout: Duration,
 }
 
-/// Runs one discovery request.
+/// Runs one discovery request: an HTTP/1.1 POST over the connector the socket uses too
+/// (same proxy choice, same TLS roots).
 pub async fn discover(
-    client: &reqwest::Client,
+    tls: &Arc<rustls::ClientConfig>,
     req: &DiscoveryRequest<'_>,
 ) -> Result<Endpoint, TransportError> {
-    let body = serde_json::json!({ "AppID": req.app_id, "AppSecret": req.app_secret });
-    let fut = async {
-        let resp = client
-            .post(req.domain.endpoint_url())
-            .header("locale", "zh")
-            .header(reqwest::header::USER_AGENT, req.user_agent)
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
-        Ok::<_, reqwest::Error>((status, bytes))
-    };
+    let start = tokio::time::Instant::now();
+    let deadline = start + req.timeout;
+    // A proxy's silence is reported as PROXY_ERROR. When this deadline is also the outer
+    // one, the inner timer still wins: `timeout_at` polls the inner future first.
+    let proxy_timeout = req.timeout.min(req.proxy_timeout);
+    let proxy_deadline = start + proxy_timeout;
     // The whole exchange, body included, is bounded: a server that sends headers and then
     // stalls must not hang the loop (the Python SDK's three-day deafness, PROTOCOL.md §8).
-    match tokio::time::timeout(req.timeout, fut).await {
+    match tokio::time::timeout_at(deadline, exchange(tls, req, proxy_deadline, proxy_timeout)).await
+    {
         Err(_) => Err(TransportError::recoverable(
             ErrorCode::DiscoveryTimeout,
             format!(
@@ -331,45 +340,52 @@ pub async fn discover(
                 req.timeout.as_millis()
             ),
         )),
-        Ok(Err(e)) => Err(classify_reqwest(&e, req.domain)),
+        Ok(Err(e)) => Err(e),
         Ok(Ok((status, bytes))) => parse_response(status, &bytes, req.domain.allows_plain()),
     }
 }
 
-fn classify_reqwest(e: &reqwest::Error, domain: &Domain) -> TransportError {
-    use std::error::Error as _;
-    // reqwest's own message is terse ("error sending request"); the chain says why.
-    let mut chain = String::new();
-    let mut src = e.source();
-    while let Some(s) = src {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        src = s.source();
-    }
-    let base = domain.base();
-    if e.is_timeout() {
-        return TransportError::recoverable(
-            ErrorCode::DiscoveryTimeout,
-            format!("endpoint discovery at {base} timed out{chain}"),
-        );
-    }
-    let lower = chain.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("invalidcertificate") {
-        return TransportError::recoverable(
-            ErrorCode::TlsError,
-            format!("TLS verification of {base} failed{chain}"),
-        );
-    }
-    if lower.contains("proxy") {
-        return TransportError::recoverable(
-            ErrorCode::ProxyError,
-            format!("endpoint discovery through the proxy failed{chain}"),
-        );
-    }
-    TransportError::recoverable(
-        ErrorCode::DiscoveryFailed,
-        format!("endpoint discovery at {base} failed{chain}"),
+async fn exchange(
+    tls: &Arc<rustls::ClientConfig>,
+    req: &DiscoveryRequest<'_>,
+    proxy_deadline: tokio::time::Instant,
+    proxy_timeout: Duration,
+) -> Result<(u16, bytes::Bytes), TransportError> {
+    let endpoint = req.domain.endpoint_url();
+    let url = url::Url::parse(&endpoint).map_err(|e| {
+        TransportError::invalid_config(format!("the discovery URL does not parse: {e}"))
+    })?;
+    let stream = net::open(
+        &url,
+        &net::OpenOptions {
+            proxy: req.proxy,
+            tls,
+            proxy_deadline,
+            proxy_timeout,
+            code: ErrorCode::DiscoveryFailed,
+        },
     )
+    .await?;
+    let body = serde_json::json!({ "AppID": req.app_id, "AppSecret": req.app_secret });
+    let failed = |what: String| {
+        TransportError::recoverable(
+            ErrorCode::DiscoveryFailed,
+            format!("endpoint discovery at {} failed: {what}", req.domain.base()),
+        )
+    };
+    let request = hyper::Request::post(&url[url::Position::BeforePath..])
+        .header(
+            hyper::header::HOST,
+            &url[url::Position::BeforeHost..url::Position::AfterPort],
+        )
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, req.user_agent)
+        .header("locale", "zh")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .map_err(|e| failed(format!("the request could not be built: {e}")))?;
+    net::http1_request(stream, request).await.map_err(failed)
 }
 
 #[cfg(test)]

@@ -53,7 +53,6 @@ pub struct Transport {
     cfg: Arc<TransportConfig>,
     status: Arc<StatusStore>,
     dedupe: Option<Arc<Dedupe<AckPayload>>>,
-    http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
     redactor: Arc<Redactor>,
     run: Arc<Mutex<Option<RunSlot>>>,
@@ -61,41 +60,24 @@ pub struct Transport {
 }
 
 /// The rustls client config shared by discovery and the socket: ring provider, bundled
-/// Mozilla roots, certificates always verified.
+/// Mozilla roots, certificates always verified. `tls.caPem`/`tls.systemRoots`: see
+/// [`super::tls::client_config`].
 pub fn default_tls_config() -> Result<rustls::ClientConfig, TransportError> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TransportError::invalid_config(format!("TLS setup failed: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(cfg)
+    super::tls::client_config(&super::tls::TlsOptions::default())
 }
 
 impl Transport {
     /// Validates `cfg` and prepares the HTTP client; connects nothing.
     pub fn new(cfg: TransportConfig) -> Result<Transport, TransportError> {
         cfg.validate()?;
-        let tls = default_tls_config()?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls.clone())
-            // Proxies are chosen by the transport itself (one setting for discovery and
-            // the socket), never implicitly by the HTTP client.
-            .no_proxy()
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| {
-                TransportError::invalid_config(format!("HTTP client setup failed: {e}"))
-            })?;
-        let redactor = Arc::new(Redactor::new([cfg.app_secret.clone()]));
+        // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
+        let tls = super::tls::client_config(&cfg.tls)?;
+        let redactor = Arc::new(Redactor::new(cfg.secrets()));
         let dedupe = cfg.dedupe.clone().map(|d| Arc::new(Dedupe::new(d)));
         Ok(Transport {
             cfg: Arc::new(cfg),
             status: Arc::new(StatusStore::default()),
             dedupe,
-            http,
             tls: Arc::new(tls),
             redactor,
             run: Arc::new(Mutex::new(None)),
@@ -140,7 +122,6 @@ impl Transport {
             cfg: self.cfg.clone(),
             status: self.status.clone(),
             dedupe: self.dedupe.clone(),
-            http: self.http.clone(),
             tls: self.tls.clone(),
             handler,
             observer,
@@ -232,7 +213,6 @@ struct Run {
     cfg: Arc<TransportConfig>,
     status: Arc<StatusStore>,
     dedupe: Option<Arc<Dedupe<AckPayload>>>,
-    http: reqwest::Client,
     tls: Arc<rustls::ClientConfig>,
     handler: Arc<dyn EventHandler>,
     observer: Arc<dyn Observer>,
@@ -308,7 +288,7 @@ impl Run {
         loop {
             // A fresh URL before every connect: the ticket is single-use.
             let cfg = self.cfg.clone();
-            let http = self.http.clone();
+            let tls = self.tls.clone();
             let discovered = self
                 .race(async {
                     let req = DiscoveryRequest {
@@ -317,8 +297,10 @@ impl Run {
                         app_secret: &cfg.app_secret,
                         user_agent: &user_agent,
                         timeout: cfg.timeouts.discovery,
+                        proxy: &cfg.proxy,
+                        proxy_timeout: cfg.timeouts.handshake,
                     };
-                    discover(&http, &req).await
+                    discover(&tls, &req).await
                 })
                 .await;
             let connected = match discovered {
