@@ -836,4 +836,5 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.FeishuEmulator = nativeBinding.FeishuEmulator
+module.exports.NativeTransport = nativeBinding.NativeTransport
 module.exports.version = nativeBinding.version
