@@ -688,11 +688,12 @@ async fn an_unacked_event_is_redelivered_after_the_deadline_then_given_up() {
     })
     .await;
     let mut c = connect(&emu).await;
+    // Taken before the push, so the deadline (armed at the push) is surely after it.
+    let t0 = Instant::now();
     let id = emu.push_event(sample("bot-menu"), PushOptions::default());
     let (_, first, _) = c.next_event().await;
-    let t0 = Instant::now();
     let (_, second, _) = c.next_event().await;
-    assert!(t0.elapsed() >= Duration::from_millis(150));
+    assert!(t0.elapsed() >= Duration::from_millis(200));
     assert_eq!(second.header("message_id"), first.header("message_id"));
     c.ack(&second, AckPayload::Ok).await;
     let ack = emu.wait_for_ack(&id, Some(200), WAIT).await.unwrap();
@@ -1013,4 +1014,28 @@ async fn samples_are_all_there() {
     assert!(names.contains(&"card-action-trigger"));
     assert!(names.contains(&"reaction-created"));
     assert_eq!(names.len(), 10);
+}
+
+#[tokio::test]
+async fn history_is_bounded() {
+    let emu = start(EmulatorOptions {
+        max_history: 5,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let mut c = connect(&emu).await;
+    let mut last = String::new();
+    for _ in 0..30 {
+        last = emu.push_event(sample("bot-menu"), PushOptions::default());
+        let (_, f, _) = c.next_event().await;
+        c.ack(&f, AckPayload::Ok).await;
+        emu.wait_for_ack(&last, Some(200), WAIT).await.unwrap();
+    }
+    emu.wait_for_all_acked(WAIT).await.unwrap();
+    let acks = emu.acks();
+    assert!(acks.len() >= 5 && acks.len() < 10, "{}", acks.len());
+    assert_eq!(acks.last().unwrap().message_id, last);
+    let s = emu.stats();
+    assert_eq!((s.acks_ok, s.pending), (30, 0));
+    emu.close().await;
 }

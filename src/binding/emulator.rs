@@ -54,6 +54,9 @@ pub struct EmulatorOptions {
     pub service_id: Option<i32>,
     /// Live connections allowed per app; default 50.
     pub max_connections_per_app: Option<u32>,
+    /// Ack records and finished events remembered (default 250000; older ones are
+    /// forgotten in batches, so up to twice as many are held).
+    pub max_history: Option<u32>,
 }
 
 /// Options of `pushEvent()` / `pushSample()`.
@@ -320,6 +323,9 @@ fn to_rust_options(o: Option<EmulatorOptions>) -> Result<emu::EmulatorOptions> {
     }
     if let Some(n) = o.max_connections_per_app {
         opts.max_connections_per_app = n as usize;
+    }
+    if let Some(n) = o.max_history {
+        opts.max_history = n as usize;
     }
     Ok(opts)
 }

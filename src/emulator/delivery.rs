@@ -50,19 +50,30 @@ pub(crate) struct EventState {
     tracked: bool,
     /// Flow control of `push_many`: a permit returned when the event is done.
     permit: Option<Arc<Semaphore>>,
-    /// Indices into `State::acks` of this event's acks, in arrival order.
+    /// Absolute indices of this event's acks (see `State::ack`), in arrival order.
     pub(crate) acks: AckList,
+}
+
+impl EventState {
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether this event is the one registered under `id` (same allocation).
+    pub(crate) fn id_is(&self, id: &Arc<str>) -> bool {
+        Arc::ptr_eq(&self.id, id)
+    }
 }
 
 /// Indices of acks; the first is inline since most events get exactly one.
 #[derive(Default)]
 pub(crate) struct AckList {
-    first: Option<u32>,
-    more: Vec<u32>,
+    first: Option<u64>,
+    more: Vec<u64>,
 }
 
 impl AckList {
-    pub(crate) fn push(&mut self, i: u32) {
+    pub(crate) fn push(&mut self, i: u64) {
         if self.first.is_none() {
             self.first = Some(i);
         } else {
@@ -70,7 +81,7 @@ impl AckList {
         }
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.first.into_iter().chain(self.more.iter().copied())
     }
 }
@@ -613,7 +624,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8])
     let log_id = frame.log_id;
 
     let mut st = inner.lock();
-    let index = st.acks.len() as u32;
+    let index = st.acks_base + st.acks.len() as u64;
     st.stats.acks += 1;
     if code == 200 {
         st.stats.acks_ok += 1;
@@ -668,6 +679,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8])
     };
     if finished {
         st.stats.pending = st.stats.pending.saturating_sub(1);
+        st.done_order.push_back(key.clone());
     }
     if failed_current {
         redeliver_locked(inner, &mut st, &key);
@@ -684,6 +696,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8])
         latency_us,
         delivery,
     });
+    st.trim_history(inner.max_history);
     let all_done = finished && st.stats.pending == 0;
     drop(st);
     if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
