@@ -1039,3 +1039,33 @@ async fn history_is_bounded() {
     assert_eq!((s.acks_ok, s.pending), (30, 0));
     emu.close().await;
 }
+
+#[tokio::test]
+async fn hostile_http_is_refused_without_harm() {
+    let emu = start_default().await;
+    // a chunk size that would overflow a naive length check
+    let req = "POST /callback/ws/endpoint HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc";
+    let (status, _, _) = http(emu.port(), req.to_string()).await;
+    assert_eq!(status, 413);
+    let (status, _, _) = http(
+        emu.port(),
+        "POST /callback/ws/endpoint HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    let (status, _, _) = http(emu.port(), "\x16\x03\x01 not http\r\n\r\n".into()).await;
+    assert_eq!(status, 400);
+    // a plain GET of the WebSocket path, without the upgrade
+    let (status, _, _) = http(
+        emu.port(),
+        "GET /ws/v2?ticket=x HTTP/1.1\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // "forever" timeouts do not overflow
+    emu.wait_for_connections(None, 0, Duration::MAX)
+        .await
+        .unwrap();
+    let _ = discover(&emu).await;
+    emu.close().await;
+}

@@ -357,9 +357,27 @@ pub(crate) fn build_frames(
     frames
 }
 
+/// Appends `value` as `width` lowercase hex digits (`format!` costs more than the rest
+/// of building an id, and ids are made for every push).
+fn push_hex(out: &mut String, value: u64, width: u32) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..width).rev() {
+        let nibble = if shift < 16 {
+            (value >> (shift * 4)) & 0xf
+        } else {
+            0
+        };
+        out.push(DIGITS[nibble as usize] as char);
+    }
+}
+
 fn new_message_id(inner: &Inner) -> String {
     let n = inner.next_message.fetch_add(1, Ordering::Relaxed);
-    format!("om_emu{:08x}{n:016x}", inner.nonce)
+    let mut id = String::with_capacity(30);
+    id.push_str("om_emu");
+    push_hex(&mut id, u64::from(inner.nonce), 8);
+    push_hex(&mut id, n, 16);
+    id
 }
 
 /// A random live connection of `app_id` (or the pinned one, if live).
@@ -504,7 +522,12 @@ fn deliver_locked(
     let trace_id = match &ev.trace_id {
         Some(t) if no == 1 => t.to_string(),
         Some(t) => format!("{t}-r{no}"),
-        None => format!("emu-trace-{log_id:x}"),
+        None => {
+            let mut t = String::with_capacity(26);
+            t.push_str("emu-trace-");
+            push_hex(&mut t, log_id, 16);
+            t
+        }
     };
     let n = ev.fragments.clamp(1, payload.len().max(1));
     let first_seq_id = inner.next_seq_id.fetch_add(n as u64, Ordering::Relaxed);
@@ -790,7 +813,10 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
             }
         }
         if let Some(r) = rate {
-            let due = start + Duration::from_secs_f64(i as f64 / r);
+            let offset = Duration::try_from_secs_f64(i as f64 / r)
+                .unwrap_or(super::LONGEST_WAIT)
+                .min(super::LONGEST_WAIT);
+            let due = start + offset;
             // Sleep only when more than a millisecond ahead: timers are coarse anyway.
             if due > tokio::time::Instant::now() + Duration::from_millis(1) {
                 tokio::select! {
@@ -806,7 +832,9 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
         let (payload, event_id) = match &fixed {
             Some(p) => (p.clone(), fixed_event_id.clone()),
             None => {
-                let event_id = format!("{:08x}{:024x}", inner.nonce, i);
+                let mut event_id = String::with_capacity(32);
+                push_hex(&mut event_id, u64::from(inner.nonce), 8);
+                push_hex(&mut event_id, i as u64, 24);
                 let p = generated_payload(&app_id, &event_id, &message_id, opts.payload_bytes);
                 (Bytes::from(p), Some(Arc::from(event_id)))
             }
@@ -894,6 +922,14 @@ mod tests {
         }
         assert!(slots.iter().all(|s| !s.is_empty()));
         (slots.concat(), order)
+    }
+
+    #[test]
+    fn hex_ids() {
+        let mut s = String::new();
+        push_hex(&mut s, 0xab, 4);
+        push_hex(&mut s, u64::MAX, 18);
+        assert_eq!(s, "00ab00ffffffffffffffff");
     }
 
     #[test]

@@ -507,6 +507,10 @@ impl Inner {
     }
 }
 
+/// Longer timeouts and deadlines are cut to this, so that `Instant + Duration` cannot
+/// overflow (a caller may well pass `Duration::MAX` to mean "forever").
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Waits on `notify` until `check` returns `Some`, the deadline passes or the emulator
 /// closes. The `Notified` future is enabled before each check, so a wake-up between the
 /// check and the wait cannot be lost.
@@ -517,7 +521,7 @@ async fn wait_until<T>(
     what: impl Fn() -> String,
     mut check: impl FnMut(&State) -> Option<T>,
 ) -> Result<T, EmulatorError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout.min(LONGEST_WAIT);
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -565,7 +569,7 @@ impl Emulator {
         let inner = Arc::new(Inner {
             app_ids: apps.iter().map(|a| Arc::from(a.app_id.as_str())).collect(),
             apps,
-            ack_deadline: opts.ack_deadline,
+            ack_deadline: opts.ack_deadline.min(LONGEST_WAIT),
             max_redeliveries: opts.max_redeliveries,
             service_id: opts.service_id,
             max_connections_per_app: opts.max_connections_per_app,
