@@ -241,6 +241,11 @@ export interface EmulatorOptions {
   serviceId?: number
   /** Live connections allowed per app; default 50. */
   maxConnectionsPerApp?: number
+  /**
+   * Ack records and finished events remembered (default 250000; older ones are
+   * forgotten in batches, so up to twice as many are held).
+   */
+  maxHistory?: number
 }
 
 /** One protocol ping received. */
