@@ -60,6 +60,11 @@ export declare class FeishuEmulator {
   /** The ClientConfig later pongs and discovery answers carry. */
   clientConfig(): EmulatorClientConfig
   /**
+   * Makes pongs carry this config while discovery keeps the client config (`null`:
+   * pongs follow the client config again). Missing fields take the client config's.
+   */
+  setPongConfig(config?: EmulatorClientConfig | undefined | null): void
+  /**
    * Changes the ClientConfig of later pongs and discovery answers (seconds, as on the
    * wire); missing fields keep their value.
    */

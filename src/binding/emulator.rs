@@ -640,6 +640,14 @@ impl FeishuEmulator {
         config_to_js(self.inner.client_config())
     }
 
+    /// Makes pongs carry this config while discovery keeps the client config (`null`:
+    /// pongs follow the client config again). Missing fields take the client config's.
+    #[napi]
+    pub fn set_pong_config(&self, config: Option<EmulatorClientConfig>) {
+        let pong = config.map(|c| merge_config(self.inner.client_config(), &c));
+        self.inner.set_pong_config(pong);
+    }
+
     /// Changes the ClientConfig of later pongs and discovery answers (seconds, as on the
     /// wire); missing fields keep their value.
     #[napi]

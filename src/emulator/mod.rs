@@ -363,6 +363,8 @@ pub(crate) struct Inner {
 pub(crate) struct State {
     pub(crate) closed: bool,
     pub(crate) client_config: ClientConfig,
+    /// When set, pongs carry this instead of `client_config` (discovery keeps the latter).
+    pub(crate) pong_config: Option<ClientConfig>,
     /// ticket → what discovery issued with it.
     pub(crate) tickets: HashMap<String, http::Ticket>,
     /// app id → its live connections, in connect order.
@@ -758,6 +760,13 @@ impl Emulator {
     }
 
     /// Changes what later pongs and discovery answers carry.
+    /// Makes pongs carry `config` while discovery keeps answering the client config
+    /// (`None`: pongs follow the client config again). This is how a test proves that a
+    /// client takes its cadence from pongs, not only from discovery.
+    pub fn set_pong_config(&self, config: Option<ClientConfig>) {
+        self.inner().lock().pong_config = config;
+    }
+
     pub fn set_client_config(&self, config: ClientConfig) {
         self.inner().lock().client_config = config;
     }
