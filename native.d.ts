@@ -9,5 +9,65 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The native transport. Use `FeishuTransport` from the package entry instead. */
+export declare class NativeTransport {
+  /**
+   * Validates the options; throws an error with `code: 'INVALID_CONFIG'` when they
+   * cannot work. Connects nothing.
+   */
+  constructor(options: NativeTransportOptions)
+  /**
+   * Starts a run. The promise settles when the run ends: `{ reason }` after close or
+   * abort, `{ error }` (JSON) when it failed or was already started.
+   */
+  start(onEvent: (payload: string, messageId: string, traceId: string | null, receivedAt: number) => Promise<string | null | undefined>, onLifecycle: (kind: string, json: string) => void): Promise<NativeRunResult>
+  /** Stops the run (if any) and resolves once it has ended. */
+  close(force?: boolean | undefined | null, drainMs?: number | undefined | null): Promise<void>
+  /** Stops the run as an AbortSignal does; `start()` resolves `{ reason: 'aborted' }`. */
+  abort(): Promise<void>
+  /**
+   * Cuts the live socket without acking what is in flight; the run reconnects.
+   * Returns false when no run is active.
+   */
+  dropConnection(reason?: string | undefined | null): boolean
+  /** The status snapshot as JSON. */
+  statusJson(): string
+  /** Whether a run is active. */
+  get running(): boolean
+}
+
+/**
+ * How `start()` ended, as `index.js` reads it: `reason` when it stopped, `error` (JSON)
+ * when it failed.
+ */
+export interface NativeRunResult {
+  reason?: string
+  error?: string
+}
+
+/** Options of the native transport, flattened by `index.js` from the public options. */
+export interface NativeTransportOptions {
+  appId: string
+  appSecret: string
+  domain?: string
+  userAgent?: string
+  reconnect?: boolean
+  initialDelayMs?: number
+  maxDelayMs?: number
+  multiplier?: number
+  jitter?: number
+  maxAttempts?: number
+  pingIntervalMs?: number
+  discoveryTimeoutMs?: number
+  handshakeTimeoutMs?: number
+  pongTimeoutMs?: number
+  closeTimeoutMs?: number
+  maxConcurrentHandlers?: number
+  dedupe?: boolean
+  dedupeTtlMs?: number
+  dedupeMaxEntries?: number
+  logLevel?: string
+}
+
 /** The version of this package, for the User-Agent and for diagnostics. */
 export declare function version(): string
