@@ -1,8 +1,7 @@
-// ESM entry of feishu-transport/compat, the drop-in WSClient: compat.js is CommonJS.
-// WSClient is re-exported by name so `import { WSClient }` works however compat.js builds
-// its exports; `export *` adds whatever else Node's CJS export detection finds there.
+// ESM entry of feishu-transport/compat: compat.js is CommonJS. Its names are re-exported
+// explicitly (test:package checks that none is missing), so `import { WSClient }` does not
+// depend on Node's detection of CommonJS exports.
 import compat from './compat.js'
 
-export * from './compat.js'
-export const { WSClient } = compat
+export const { WSClient, Domain, LoggerLevel } = compat
 export default compat

@@ -283,7 +283,7 @@ test('import { FeishuTransport } from "feishu-transport" works and is the Common
     assert.equal(FeishuTransportError, cjs.FeishuTransportError)
     assert.equal(ft, cjs)
     assert.equal(version, cjs.version)
-    if (cjs.FeishuEmulator) assert.equal(ns.FeishuEmulator, cjs.FeishuEmulator)
+    for (const name of Object.keys(cjs)) assert.equal(ns[name], cjs[name], 'index.mjs does not re-export ' + name)
   `)
 })
 
@@ -296,10 +296,13 @@ test('feishu-transport/compat loads with require and import', (t) => {
     import assert from 'node:assert/strict'
     import { createRequire } from 'node:module'
     import { WSClient } from ${JSON.stringify(`${rootPkg.name}/compat`)}
+    import * as ns from ${JSON.stringify(`${rootPkg.name}/compat`)}
     const require = createRequire(import.meta.url)
     const compat = require(${JSON.stringify(`${rootPkg.name}/compat`)})
     assert.equal(typeof compat.WSClient, 'function')
     assert.equal(WSClient, compat.WSClient)
+    assert.equal(ns.default, compat)
+    for (const name of Object.keys(compat)) assert.equal(ns[name], compat[name], 'compat.mjs does not re-export ' + name)
   `)
 })
 
@@ -309,7 +312,10 @@ test('a TypeScript file using the API type-checks against the installed types', 
   fs.writeFileSync(path.join(app, 'usage.mts'), `
     import { FeishuTransport, FeishuTransportError, version${emulator ? ', FeishuEmulator' : ''} } from '${rootPkg.name}'
     import type { FeishuEvent, FeishuTransportOptions, TransportStatus } from '${rootPkg.name}'
-    ${compat ? `import { WSClient } from '${rootPkg.name}/compat'\n    const ctor: abstract new (...args: never[]) => unknown = WSClient\n    void ctor` : ''}
+    ${compat ? `import { WSClient, Domain, LoggerLevel } from '${rootPkg.name}/compat'
+    const client = new WSClient({ appId: 'cli_a1b2c3d4e5f60718', appSecret: 'secret', domain: Domain.Lark, loggerLevel: LoggerLevel.warn })
+    void client.start({ eventDispatcher: { invoke: async (data: unknown) => data } })
+    client.close({ force: true })` : ''}
     const options: FeishuTransportOptions = {
       appId: 'cli_a1b2c3d4e5f60718',
       appSecret: 'secret',

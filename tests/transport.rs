@@ -547,3 +547,130 @@ async fn logs_and_errors_never_carry_secrets() {
     r.stop().await.unwrap();
     em.close().await;
 }
+
+fn data_frame(
+    message_id: &str,
+    sum: &str,
+    seq: &str,
+    payload: &[u8],
+) -> feishu_transport::core::frame::Frame {
+    use feishu_transport::core::frame::{Frame, Header, METHOD_DATA};
+    let h = |k: &str, v: &str| Header {
+        key: k.into(),
+        value: v.into(),
+    };
+    Frame {
+        seq_id: 1,
+        log_id: 1,
+        service: 1,
+        method: METHOD_DATA,
+        headers: vec![
+            h("type", "event"),
+            h("message_id", message_id),
+            h("sum", sum),
+            h("seq", seq),
+            h("trace_id", "t"),
+        ],
+        payload: Some(payload.to_vec()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_are_dropped_counted_and_the_connection_keeps_working() {
+    use feishu_transport::core::frame::{Frame, Header, METHOD_CONTROL};
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let handler = TestHandler::ok();
+    let r = start(config(&em), handler.clone());
+    r.connected().await;
+    let mut expected_drops = 0u64;
+    // garbage bytes, a text frame, a protobuf whose payload claims 2 GiB
+    em.send_raw(None, vec![0xff, 0x00, 0x13, 0x37]);
+    em.send_text(None, "hello");
+    em.send_raw(None, vec![0x42, 0x80, 0x80, 0x80, 0x80, 0x08, 1, 2, 3]);
+    expected_drops += 3;
+    // sum = 1 000 000, seq >= sum, a sum that changes between fragments
+    em.send_frame(None, data_frame("m-huge", "1000000", "0", b"x"));
+    em.send_frame(None, data_frame("m-seq", "2", "2", b"x"));
+    em.send_frame(None, data_frame("m-sum", "3", "0", b"{"));
+    em.send_frame(None, data_frame("m-sum", "4", "1", b"}"));
+    expected_drops += 3;
+    // a payload that is not UTF-8, and one that is not JSON
+    em.send_frame(None, data_frame("m-utf8", "1", "0", &[0xc3, 0x28]));
+    em.send_frame(None, data_frame("m-json", "1", "0", b"not json"));
+    expected_drops += 2;
+    // a pong with garbage config
+    em.send_frame(
+        None,
+        Frame {
+            method: METHOD_CONTROL,
+            headers: vec![Header {
+                key: "type".into(),
+                value: "pong".into(),
+            }],
+            payload: Some(b"\x00garbage".to_vec()),
+            ..Default::default()
+        },
+    );
+    expected_drops += 1;
+    let t = r.transport.clone();
+    wait_until("drops counted", Duration::from_secs(5), || {
+        t.status().counters.dropped_frames >= expected_drops
+    })
+    .await;
+    assert_eq!(r.transport.status().counters.dropped_frames, expected_drops);
+    assert_eq!(handler.calls(), 0);
+    // each was logged once
+    let warns = r
+        .observer
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, _)| *l == LogLevel::Warn)
+        .count();
+    assert_eq!(warns as u64, expected_drops);
+    // and the connection still works
+    let id = em.push_event(event("still-fine"), PushOptions::default());
+    assert_eq!(
+        em.wait_for_ack(&id, None, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .code,
+        200
+    );
+    assert_eq!(r.transport.status().counters.connects, 1);
+    r.stop().await.unwrap();
+    em.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_unfinished_messages_stay_bounded() {
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let mut cfg = config(&em);
+    cfg.fragment_limits.max_buffered_bytes = 1 << 20;
+    let r = start(cfg, TestHandler::ok());
+    r.connected().await;
+    let chunk = vec![b'a'; 1024];
+    for i in 0..10_000 {
+        em.send_frame(None, data_frame(&format!("partial-{i}"), "2", "0", &chunk));
+    }
+    let id = em.push_event(event("after-flood"), PushOptions::default());
+    assert_eq!(
+        em.wait_for_ack(&id, None, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .code,
+        200
+    );
+    let s = r.transport.status();
+    // 1024 partials fit under the 1 MiB cap at most; the rest were refused and counted
+    assert!(
+        s.counters.dropped_frames >= 10_000 - 1024,
+        "{:?}",
+        s.counters
+    );
+    assert_eq!(s.counters.connects, 1);
+    r.stop().await.unwrap();
+    em.close().await;
+}
