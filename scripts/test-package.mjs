@@ -51,14 +51,17 @@ const childEnv = Object.fromEntries(
 )
 
 function run(cmd, args, { cwd, timeout = 10 * 60_000, inherit = false } = {}) {
+  // npm is a .cmd shim on Windows, which only a shell can start; the shell then needs
+  // paths with spaces quoted.
+  const shell = isWindows && cmd === 'npm'
+  if (shell) args = args.map((a) => (/\s/.test(a) ? `"${a}"` : a))
   const r = spawnSync(cmd, args, {
     cwd,
     env: childEnv,
     encoding: 'utf8',
     timeout,
     stdio: inherit ? 'inherit' : 'pipe',
-    // npm is a .cmd shim on Windows, which only a shell can start.
-    shell: isWindows && cmd === 'npm',
+    shell,
   })
   if (r.error) throw r.error
   return r
@@ -136,8 +139,8 @@ before(() => {
     name: 'package-test-app',
     version: '1.0.0',
     private: true,
-    dependencies: { [rootPkg.name]: `file:${path.join(packs, rootPack.filename)}` },
-    overrides: { [platformPkgName]: `file:${path.join(packs, platformPack.filename)}` },
+    dependencies: { [rootPkg.name]: `file:../packs/${rootPack.filename}` },
+    overrides: { [platformPkgName]: `file:../packs/${platformPack.filename}` },
   }, null, 2))
   runOk('npm', ['install', '--offline', '--no-audit', '--no-fund'], { cwd: app })
   installedPkg = path.join(app, 'node_modules', rootPkg.name)
