@@ -53,7 +53,8 @@ pub(crate) enum Mode {
 
 /// The emulator's handle on one live connection.
 pub(crate) struct ConnHandle {
-    pub(crate) id: String,
+    /// The device id of the URL; shared, since every ack record names it.
+    pub(crate) id: Arc<str>,
     pub(crate) app_id: String,
     pub(crate) service_id: i32,
     pub(crate) connected_at_ms: u64,
@@ -71,7 +72,7 @@ impl ConnHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (mode, _) = watch::channel(Mode::Running);
         let handle = Arc::new(ConnHandle {
-            id,
+            id: id.into(),
             app_id,
             service_id,
             connected_at_ms: now_ms(),
@@ -133,7 +134,7 @@ impl ConnHandle {
 
     pub(crate) fn info(&self) -> ConnectionInfo {
         ConnectionInfo {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             app_id: self.app_id.clone(),
             service_id: self.service_id,
             connected_at_ms: self.connected_at_ms,
@@ -284,7 +285,7 @@ fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: &[u8]) {
                 let mut st = inner.lock();
                 st.stats.pings += 1;
                 st.pings.push(PingRecord {
-                    connection_id: handle.id.clone(),
+                    connection_id: handle.id.to_string(),
                     service: frame.service,
                     at_ms: now_ms(),
                 });
@@ -296,7 +297,7 @@ fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: &[u8]) {
         // Other control frames from a client (a pong, say) mean nothing to the server.
         return;
     }
-    delivery::on_ack(inner, handle, frame);
+    delivery::on_ack(inner, handle, frame, bytes);
 }
 
 async fn writer(

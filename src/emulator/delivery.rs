@@ -15,28 +15,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message as _;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::Semaphore;
 
 use super::connection::{bad_frame, ConnHandle, Outbound};
 use super::{emu_debug, now_ms, AckRecord, FragmentOrder, Inner, PushOptions, State};
-use crate::core::frame::{frame_type, header_key, AckPayload, Frame, Header, METHOD_DATA};
+use crate::core::frame::{frame_type, header_key, AckPayload, Frame, METHOD_DATA};
 
-/// What the emulator remembers about one pushed event.
+/// What the emulator remembers about one pushed event. Kept small and mostly
+/// allocation-free (shared `Arc<str>`s, the latest delivery inline): a benchmark keeps
+/// hundreds of thousands of these, and allocation was the emulator's main cost.
 pub(crate) struct EventState {
-    app_id: String,
+    /// The message id (the map key, kept here to hand out clones without a lookup).
+    id: Arc<str>,
+    app_id: Arc<str>,
     /// Dropped once the event is done: nothing will be re-sent.
     payload: Option<Bytes>,
     fragments: usize,
     order: FragmentOrder,
-    frame_type: String,
-    event_id: Option<String>,
-    trace_id: Option<String>,
+    frame_type: FrameType,
+    pub(crate) event_id: Option<Arc<str>>,
+    trace_id: Option<Box<str>>,
     /// The connection the first delivery must go to, if the caller chose one.
-    pinned: Option<String>,
-    deliveries: Vec<DeliveryInfo>,
+    pinned: Option<Box<str>>,
+    /// The latest delivery sent (`no == 0`: none yet) and the ones before it.
+    last: DeliveryInfo,
+    older: Vec<DeliveryInfo>,
     /// Deliveries started (sent or queued): the number of the latest one.
     started: u32,
     done: bool,
@@ -45,8 +50,57 @@ pub(crate) struct EventState {
     tracked: bool,
     /// Flow control of `push_many`: a permit returned when the event is done.
     permit: Option<Arc<Semaphore>>,
+    /// Indices into `State::acks` of this event's acks, in arrival order.
+    pub(crate) acks: AckList,
 }
 
+/// Indices of acks; the first is inline since most events get exactly one.
+#[derive(Default)]
+pub(crate) struct AckList {
+    first: Option<u32>,
+    more: Vec<u32>,
+}
+
+impl AckList {
+    pub(crate) fn push(&mut self, i: u32) {
+        if self.first.is_none() {
+            self.first = Some(i);
+        } else {
+            self.more.push(i);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum FrameType {
+    Event,
+    Card,
+    Other(Box<str>),
+}
+
+impl FrameType {
+    fn parse(s: String) -> FrameType {
+        match s.as_str() {
+            frame_type::EVENT => FrameType::Event,
+            frame_type::CARD => FrameType::Card,
+            _ => FrameType::Other(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            FrameType::Event => frame_type::EVENT,
+            FrameType::Card => frame_type::CARD,
+            FrameType::Other(s) => s,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
 struct DeliveryInfo {
     no: u32,
     log_id: u64,
@@ -56,8 +110,48 @@ struct DeliveryInfo {
 /// A delivery's ack deadline.
 pub(crate) struct Deadline {
     at: Instant,
-    message_id: String,
+    message_id: Arc<str>,
     delivery: u32,
+}
+
+/// One ack as stored: compact, turned into an [`AckRecord`] only when read.
+pub(crate) struct AckEntry {
+    message_id: Arc<str>,
+    event_id: Option<Arc<str>>,
+    code: i64,
+    data: Option<Vec<u8>>,
+    /// The ack frame as received, copied out of the read buffer; its headers are decoded
+    /// again on read instead of keeping a dozen small strings per ack.
+    raw: Box<[u8]>,
+    connection_id: Arc<str>,
+    biz_rt: Option<i64>,
+    at_ms: u64,
+    latency_us: u64,
+    delivery: u32,
+}
+
+impl AckEntry {
+    pub(crate) fn code(&self) -> i64 {
+        self.code
+    }
+
+    pub(crate) fn to_record(&self) -> AckRecord {
+        let headers = Frame::decode_bytes(&self.raw)
+            .map(|f| f.headers.into_iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default();
+        AckRecord {
+            message_id: self.message_id.to_string(),
+            event_id: self.event_id.as_deref().map(str::to_string),
+            code: self.code,
+            data: self.data.clone(),
+            headers,
+            connection_id: self.connection_id.to_string(),
+            biz_rt: self.biz_rt,
+            at_ms: self.at_ms,
+            latency_us: self.latency_us,
+            delivery: self.delivery,
+        }
+    }
 }
 
 /// Options of [`super::Emulator::push_many`].
@@ -110,9 +204,120 @@ pub(crate) fn extract_event_id(payload: &[u8]) -> Option<String> {
     env.header.and_then(|h| h.event_id).or(env.uuid)
 }
 
-/// The frames of one delivery, in wire order. The payload is cut into `fragments` byte
-/// slices (clamped to 1..=len, so no slice is empty: clients treat an empty slot as
-/// missing); header order is `type, message_id, sum, seq, trace_id` as Feishu sends.
+/// Appends one data frame to `out`, byte for byte what `Frame::encode_to_vec` gives for
+/// the same content (a unit test checks it), without building a `Frame` of owned
+/// strings first: pushing is the emulator's hot path.
+#[allow(clippy::too_many_arguments)]
+fn encode_data_frame(
+    out: &mut Vec<u8>,
+    seq_id: u64,
+    log_id: u64,
+    service: i32,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    fn string_field_len(tag_len: usize, s: &str) -> usize {
+        // proto3-style string fields of `Header` are skipped when empty, as prost does.
+        if s.is_empty() {
+            0
+        } else {
+            tag_len + encoded_len_varint(s.len() as u64) + s.len()
+        }
+    }
+    encode_key(1, WireType::Varint, out);
+    encode_varint(seq_id, out);
+    encode_key(2, WireType::Varint, out);
+    encode_varint(log_id, out);
+    encode_key(3, WireType::Varint, out);
+    // int32 is sign-extended to 64 bits on the wire.
+    encode_varint(service as i64 as u64, out);
+    encode_key(4, WireType::Varint, out);
+    encode_varint(METHOD_DATA as u64, out);
+    for (k, v) in headers {
+        let len = string_field_len(1, k) + string_field_len(1, v);
+        encode_key(5, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+        for (tag, s) in [(1u32, k), (2u32, v)] {
+            if !s.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, out);
+                encode_varint(s.len() as u64, out);
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    encode_key(8, WireType::LengthDelimited, out);
+    encode_varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// The frames of one delivery, in wire order, handed to `emit` one by one. The payload
+/// is cut into `fragments` byte slices (clamped to 1..=len, so no slice is empty: clients
+/// treat an empty slot as missing); header order is `type, message_id, sum, seq,
+/// trace_id` as Feishu sends. Returns the number of frames.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emit_frames(
+    payload: &[u8],
+    fragments: usize,
+    order: FragmentOrder,
+    frame_type: &str,
+    message_id: &str,
+    trace_id: &str,
+    service: i32,
+    first_seq_id: u64,
+    log_id: u64,
+    mut emit: impl FnMut(Bytes),
+) -> usize {
+    let len = payload.len();
+    let n = fragments.clamp(1, len.max(1));
+    let capacity = 96 + message_id.len() + trace_id.len() + frame_type.len();
+    if n == 1 {
+        // The common case, without the index and number strings.
+        let headers = [
+            (header_key::TYPE, frame_type),
+            (header_key::MESSAGE_ID, message_id),
+            (header_key::SUM, "1"),
+            (header_key::SEQ, "0"),
+            (header_key::TRACE_ID, trace_id),
+        ];
+        let mut out = Vec::with_capacity(len + capacity);
+        encode_data_frame(&mut out, first_seq_id, log_id, service, &headers, payload);
+        emit(Bytes::from(out));
+        return 1;
+    }
+    let mut indices: Vec<usize> = (0..n).collect();
+    match order {
+        FragmentOrder::InOrder => {}
+        FragmentOrder::Reverse => indices.reverse(),
+        FragmentOrder::Shuffle => indices.shuffle(&mut rand::rng()),
+    }
+    let sum = n.to_string();
+    for (k, &i) in indices.iter().enumerate() {
+        let slice = &payload[i * len / n..(i + 1) * len / n];
+        let seq = i.to_string();
+        let headers = [
+            (header_key::TYPE, frame_type),
+            (header_key::MESSAGE_ID, message_id),
+            (header_key::SUM, sum.as_str()),
+            (header_key::SEQ, seq.as_str()),
+            (header_key::TRACE_ID, trace_id),
+        ];
+        let mut out = Vec::with_capacity(slice.len() + capacity);
+        encode_data_frame(
+            &mut out,
+            first_seq_id + k as u64,
+            log_id,
+            service,
+            &headers,
+            slice,
+        );
+        emit(Bytes::from(out));
+    }
+    n
+}
+
+/// [`emit_frames`] into a vector (for tests).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build_frames(
     payload: &[u8],
@@ -125,45 +330,20 @@ pub(crate) fn build_frames(
     first_seq_id: u64,
     log_id: u64,
 ) -> Vec<Bytes> {
-    let len = payload.len();
-    let n = fragments.clamp(1, len.max(1));
-    let mut indices: Vec<usize> = (0..n).collect();
-    match order {
-        FragmentOrder::InOrder => {}
-        FragmentOrder::Reverse => indices.reverse(),
-        FragmentOrder::Shuffle => indices.shuffle(&mut rand::rng()),
-    }
-    let sum = n.to_string();
-    indices
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            let slice = &payload[i * len / n..(i + 1) * len / n];
-            let frame = Frame {
-                seq_id: first_seq_id + k as u64,
-                log_id,
-                service,
-                method: METHOD_DATA,
-                headers: vec![
-                    header(header_key::TYPE, frame_type),
-                    header(header_key::MESSAGE_ID, message_id),
-                    header(header_key::SUM, &sum),
-                    header(header_key::SEQ, &i.to_string()),
-                    header(header_key::TRACE_ID, trace_id),
-                ],
-                payload: Some(slice.to_vec()),
-                ..Default::default()
-            };
-            Bytes::from(frame.encode_to_vec())
-        })
-        .collect()
-}
-
-fn header(key: &str, value: &str) -> Header {
-    Header {
-        key: key.to_string(),
-        value: value.to_string(),
-    }
+    let mut frames = Vec::new();
+    emit_frames(
+        payload,
+        fragments,
+        order,
+        frame_type,
+        message_id,
+        trace_id,
+        service,
+        first_seq_id,
+        log_id,
+        |f| frames.push(f),
+    );
+    frames
 }
 
 fn new_message_id(inner: &Inner) -> String {
@@ -175,83 +355,116 @@ fn new_message_id(inner: &Inner) -> String {
 fn pick_conn(st: &State, app_id: &str, pinned: Option<&str>) -> Option<Arc<ConnHandle>> {
     let list = st.conns.get(app_id)?;
     if let Some(id) = pinned {
-        if let Some(c) = list.iter().find(|c| c.id == id && c.accepts_pushes()) {
+        if let Some(c) = list.iter().find(|c| &*c.id == id && c.accepts_pushes()) {
             return Some(c.clone());
         }
     }
-    let live: Vec<&Arc<ConnHandle>> = list.iter().filter(|c| c.accepts_pushes()).collect();
-    match live.len() {
-        0 => None,
-        1 => Some(live[0].clone()),
-        n => Some(live[rand::rng().random_range(0..n)].clone()),
+    let live = list.iter().filter(|c| c.accepts_pushes()).count();
+    let nth = match live {
+        0 => return None,
+        1 => 0,
+        n => rand::rng().random_range(0..n),
+    };
+    list.iter().filter(|c| c.accepts_pushes()).nth(nth).cloned()
+}
+
+/// A new event, not yet delivered.
+#[allow(clippy::too_many_arguments)]
+fn new_event(
+    id: Arc<str>,
+    app_id: Arc<str>,
+    payload: Bytes,
+    fragments: usize,
+    order: FragmentOrder,
+    frame_type: FrameType,
+    event_id: Option<Arc<str>>,
+    trace_id: Option<Box<str>>,
+    pinned: Option<Box<str>>,
+    permit: Option<Arc<Semaphore>>,
+) -> EventState {
+    let tracked = !matches!(frame_type, FrameType::Card);
+    EventState {
+        id,
+        app_id,
+        payload: Some(payload),
+        fragments,
+        order,
+        frame_type,
+        event_id,
+        trace_id,
+        pinned,
+        last: DeliveryInfo {
+            no: 0,
+            log_id: 0,
+            pushed_at: Instant::now(),
+        },
+        older: Vec::new(),
+        started: 1,
+        done: false,
+        given_up: false,
+        tracked,
+        permit,
+        acks: AckList::default(),
     }
 }
 
-/// Registers and pushes one event; see [`super::Emulator::push_event`].
-pub(crate) fn push_event(
-    inner: &Inner,
-    payload: Bytes,
-    opts: PushOptions,
-    event_id: Option<String>,
-    permit: Option<Arc<Semaphore>>,
-) -> String {
-    let message_id = opts.message_id.unwrap_or_else(|| new_message_id(inner));
-    let tracked = opts.frame_type != frame_type::CARD;
-    let event_id = event_id.or_else(|| extract_event_id(&payload));
-    let mut st = inner.lock();
-    if st.closed {
-        return message_id;
-    }
-    let app_id = opts
-        .app_id
-        .or_else(|| {
-            let id = opts.connection_id.as_deref()?;
-            st.conns
-                .values()
-                .flatten()
-                .find(|c| c.id == id)
-                .map(|c| c.app_id.clone())
-        })
-        .unwrap_or_else(|| inner.default_app().to_string());
-    if tracked {
+/// Registers an event and sends (or queues) its first delivery.
+fn register_locked(inner: &Inner, st: &mut State, ev: EventState) {
+    if ev.tracked {
         st.stats.pushed += 1;
         st.stats.pending += 1;
     }
-    let replaced = st.events.insert(
-        message_id.clone(),
-        EventState {
-            app_id: app_id.clone(),
-            payload: Some(payload),
-            fragments: opts.fragments,
-            order: opts.order,
-            frame_type: opts.frame_type,
-            event_id,
-            trace_id: opts.trace_id,
-            pinned: opts.connection_id,
-            deliveries: Vec::new(),
-            started: 1,
-            done: false,
-            given_up: false,
-            tracked,
-            permit,
-        },
-    );
+    let key = ev.id.clone();
+    let app_id = ev.app_id.clone();
+    let target = pick_conn(st, &app_id, ev.pinned.as_deref());
     // The caller reused a message id: the old event is superseded, not acked.
-    if let Some(old) = replaced {
+    if let Some(old) = st.events.insert(key.clone(), ev) {
         if old.tracked && !old.done {
             st.stats.pending -= 1;
         }
         release(old.permit);
     }
-    let pinned = st.events.get(&message_id).and_then(|e| e.pinned.clone());
-    match pick_conn(&st, &app_id, pinned.as_deref()) {
-        Some(conn) => deliver_locked(inner, &mut st, &message_id, 1, &conn),
-        None => st
-            .queued
-            .entry(app_id)
-            .or_default()
-            .push_back((message_id.clone(), 1)),
+    match target {
+        Some(conn) => deliver_locked(inner, st, &key, 1, &conn),
+        None => st.queued.entry(app_id).or_default().push_back((key, 1)),
     }
+}
+
+/// Registers and pushes one event; see [`super::Emulator::push_event`].
+pub(crate) fn push_event(inner: &Inner, payload: Bytes, opts: PushOptions) -> String {
+    let message_id = opts.message_id.unwrap_or_else(|| new_message_id(inner));
+    let event_id = extract_event_id(&payload).map(Arc::from);
+    let mut st = inner.lock();
+    if st.closed {
+        return message_id;
+    }
+    let app_id: Arc<str> = match opts.app_id {
+        Some(a) => inner.app_arc(&a),
+        None => opts
+            .connection_id
+            .as_deref()
+            .and_then(|id| {
+                st.conns
+                    .values()
+                    .flatten()
+                    .find(|c| &*c.id == id)
+                    .map(|c| inner.app_arc(&c.app_id))
+            })
+            .unwrap_or_else(|| inner.app_arc(inner.default_app())),
+    };
+    let ev = new_event(
+        Arc::from(message_id.as_str()),
+        app_id,
+        payload,
+        opts.fragments,
+        opts.order,
+        FrameType::parse(opts.frame_type),
+        event_id,
+        opts.trace_id.map(String::into_boxed_str),
+        opts.connection_id.map(String::into_boxed_str),
+        None,
+    );
+    register_locked(inner, &mut st, ev);
     message_id
 }
 
@@ -263,48 +476,58 @@ fn release(permit: Option<Arc<Semaphore>>) {
 
 /// Sends delivery `no` of `message_id` to `conn`, under the state lock (sending is a
 /// non-blocking channel push), and arms its ack deadline.
-fn deliver_locked(inner: &Inner, st: &mut State, message_id: &str, no: u32, conn: &ConnHandle) {
+fn deliver_locked(
+    inner: &Inner,
+    st: &mut State,
+    message_id: &Arc<str>,
+    no: u32,
+    conn: &ConnHandle,
+) {
     let Some(ev) = st.events.get_mut(message_id) else {
         return;
     };
-    let Some(payload) = ev.payload.clone() else {
+    let Some(payload) = ev.payload.as_deref() else {
         return;
     };
     let log_id = inner.next_log_id.fetch_add(1, Ordering::Relaxed);
     let trace_id = match &ev.trace_id {
-        Some(t) if no == 1 => t.clone(),
+        Some(t) if no == 1 => t.to_string(),
         Some(t) => format!("{t}-r{no}"),
         None => format!("emu-trace-{log_id:x}"),
     };
     let n = ev.fragments.clamp(1, payload.len().max(1));
     let first_seq_id = inner.next_seq_id.fetch_add(n as u64, Ordering::Relaxed);
-    let frames = build_frames(
-        &payload,
+    emit_frames(
+        payload,
         n,
         ev.order,
-        &ev.frame_type,
+        ev.frame_type.as_str(),
         message_id,
         &trace_id,
         inner.service_id,
         first_seq_id,
         log_id,
+        |f| {
+            conn.send(Outbound::Binary(f));
+        },
     );
-    for f in frames {
-        conn.send(Outbound::Binary(f));
+    let now = Instant::now();
+    if ev.last.no != 0 {
+        ev.older.push(ev.last);
     }
-    ev.deliveries.push(DeliveryInfo {
+    ev.last = DeliveryInfo {
         no,
         log_id,
-        pushed_at: Instant::now(),
-    });
+        pushed_at: now,
+    };
     let tracked = ev.tracked;
     st.stats.deliveries += 1;
     st.stats.frames_sent += n as u64;
     if tracked {
         let was_empty = st.deadlines.is_empty();
         st.deadlines.push_back(Deadline {
-            at: Instant::now() + inner.ack_deadline,
-            message_id: message_id.to_string(),
+            at: now + inner.ack_deadline,
+            message_id: message_id.clone(),
             delivery: no,
         });
         if was_empty {
@@ -316,7 +539,7 @@ fn deliver_locked(inner: &Inner, st: &mut State, message_id: &str, no: u32, conn
 
 /// Starts the next delivery of an event whose current one failed (non-200 ack or no ack
 /// in time), or gives it up after `max_redeliveries`.
-fn redeliver_locked(inner: &Inner, st: &mut State, message_id: &str) {
+fn redeliver_locked(inner: &Inner, st: &mut State, message_id: &Arc<str>) {
     let Some(ev) = st.events.get_mut(message_id) else {
         return;
     };
@@ -345,14 +568,14 @@ fn redeliver_locked(inner: &Inner, st: &mut State, message_id: &str) {
             .queued
             .entry(app_id)
             .or_default()
-            .push_back((message_id.to_string(), no)),
+            .push_back((message_id.clone(), no)),
     }
 }
 
 /// Sends the deliveries that waited for a live connection of `app_id`.
 pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
     let mut st = inner.lock();
-    let Some(queue) = st.queued.remove(app_id) else {
+    let Some((app, queue)) = st.queued.remove_entry(app_id) else {
         return;
     };
     let mut left = std::collections::VecDeque::new();
@@ -370,12 +593,12 @@ pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
         }
     }
     if !left.is_empty() {
-        st.queued.insert(app_id.to_string(), left);
+        st.queued.insert(app, left);
     }
 }
 
 /// Records an ack (a data frame from a client) and acts on it.
-pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame) {
+pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8]) {
     let payload = frame.payload.as_deref().unwrap_or(&[]);
     let (code, data) = match AckPayload::parse(payload) {
         Ok(parsed) => parsed,
@@ -383,21 +606,14 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame) {
     };
     let now = Instant::now();
     let at_ms = now_ms();
-    let message_id = frame
-        .header(header_key::MESSAGE_ID)
-        .unwrap_or("")
-        .to_string();
+    let message_id = frame.header(header_key::MESSAGE_ID).unwrap_or("");
     let biz_rt = frame
         .header(header_key::BIZ_RT)
         .and_then(|v| v.trim().parse::<i64>().ok());
     let log_id = frame.log_id;
-    let headers: Vec<(String, String)> = frame
-        .headers
-        .into_iter()
-        .map(|h| (h.key, h.value))
-        .collect();
 
     let mut st = inner.lock();
+    let index = st.acks.len() as u32;
     st.stats.acks += 1;
     if code == 200 {
         st.stats.acks_ok += 1;
@@ -406,22 +622,25 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame) {
     }
     let mut finished = false;
     let mut failed_current = false;
-    let (event_id, delivery, latency_us) = match st.events.get_mut(&message_id) {
-        None => (None, 0, 0),
+    let entry = match st.events.get_mut(message_id) {
+        None => None,
         Some(ev) => {
             // The LogID names the delivery; a client that mangled it gets the latest.
-            let d = ev
-                .deliveries
-                .iter()
-                .rev()
-                .find(|d| d.log_id == log_id)
-                .or(ev.deliveries.last());
-            let (no, latency) = d.map_or((0, 0), |d| {
-                (
-                    d.no,
-                    now.saturating_duration_since(d.pushed_at).as_micros() as u64,
-                )
-            });
+            let d = if ev.last.log_id == log_id || ev.last.no == 0 {
+                ev.last
+            } else {
+                ev.older
+                    .iter()
+                    .rev()
+                    .find(|d| d.log_id == log_id)
+                    .copied()
+                    .unwrap_or(ev.last)
+            };
+            let latency_us = if d.no == 0 {
+                0
+            } else {
+                now.saturating_duration_since(d.pushed_at).as_micros() as u64
+            };
             if code == 200 {
                 if !ev.done {
                     ev.done = true;
@@ -429,38 +648,42 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame) {
                     release(ev.permit.take());
                     finished = ev.tracked;
                 }
-            } else if !ev.done && no == ev.started && no != 0 {
+            } else if !ev.done && d.no == ev.started && d.no != 0 {
                 failed_current = true;
             }
-            (ev.event_id.clone(), no, latency)
+            ev.acks.push(index);
+            Some((ev.id.clone(), ev.event_id.clone(), d.no, latency_us))
         }
     };
-    if delivery == 0 && !st.events.contains_key(&message_id) {
-        st.stats.acks_unknown += 1;
-    }
+    let (key, event_id, delivery, latency_us) = match entry {
+        Some(e) => e,
+        None => {
+            st.stats.acks_unknown += 1;
+            st.unknown_acks
+                .entry(message_id.to_string())
+                .or_default()
+                .push(index);
+            (Arc::from(message_id), None, 0, 0)
+        }
+    };
     if finished {
         st.stats.pending = st.stats.pending.saturating_sub(1);
     }
     if failed_current {
-        redeliver_locked(inner, &mut st, &message_id);
+        redeliver_locked(inner, &mut st, &key);
     }
-    let record = Arc::new(AckRecord {
-        message_id: message_id.clone(),
+    st.acks.push(AckEntry {
+        message_id: key,
         event_id,
         code,
         data,
-        headers,
+        raw: raw.into(),
         connection_id: conn.id.clone(),
         biz_rt,
         at_ms,
         latency_us,
         delivery,
     });
-    st.acks.push(record.clone());
-    st.acks_by_message
-        .entry(message_id)
-        .or_default()
-        .push(record);
     let all_done = finished && st.stats.pending == 0;
     drop(st);
     if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
@@ -526,16 +749,20 @@ fn generated_payload(app_id: &str, event_id: &str, message_id: &str, size: usize
 
 /// See [`super::Emulator::push_many`].
 pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<String> {
-    let app_id = opts
-        .app_id
-        .clone()
-        .unwrap_or_else(|| inner.default_app().to_string());
+    let app_id = inner.app_arc(opts.app_id.as_deref().unwrap_or(inner.default_app()));
     let fixed = opts.payload.map(Bytes::from);
-    let fixed_event_id = fixed.as_deref().and_then(extract_event_id);
+    let fixed_event_id: Option<Arc<str>> =
+        fixed.as_deref().and_then(extract_event_id).map(Arc::from);
     let semaphore = opts
         .max_in_flight
         .map(|n| Arc::new(Semaphore::new(n.max(1))));
     let rate = opts.rate_per_sec.filter(|r| r.is_finite() && *r > 0.0);
+    {
+        // Grow the tables once instead of rehashing them while the benchmark runs.
+        let mut st = inner.lock();
+        st.events.reserve(opts.count);
+        st.acks.reserve(opts.count);
+    }
     let start = tokio::time::Instant::now();
     let mut ids = Vec::with_capacity(opts.count);
     for i in 0..opts.count {
@@ -562,31 +789,35 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
             // Let the connections' writers run between bursts on a small runtime.
             tokio::task::yield_now().await;
         }
-        if inner.shutdown.is_cancelled() {
-            break;
-        }
         let message_id = new_message_id(inner);
         let (payload, event_id) = match &fixed {
             Some(p) => (p.clone(), fixed_event_id.clone()),
             None => {
                 let event_id = format!("{:08x}{:024x}", inner.nonce, i);
                 let p = generated_payload(&app_id, &event_id, &message_id, opts.payload_bytes);
-                (Bytes::from(p), Some(event_id))
+                (Bytes::from(p), Some(Arc::from(event_id)))
             }
         };
-        let push_opts = PushOptions {
-            app_id: Some(app_id.clone()),
-            fragments: opts.fragments,
-            message_id: Some(message_id),
-            ..PushOptions::default()
-        };
-        ids.push(push_event(
-            inner,
+        let ev = new_event(
+            Arc::from(message_id.as_str()),
+            app_id.clone(),
             payload,
-            push_opts,
+            opts.fragments,
+            FragmentOrder::InOrder,
+            FrameType::Event,
             event_id,
+            None,
+            None,
             semaphore.clone(),
-        ));
+        );
+        {
+            let mut st = inner.lock();
+            if st.closed {
+                break;
+            }
+            register_locked(inner, &mut st, ev);
+        }
+        ids.push(message_id);
     }
     ids
 }
@@ -594,6 +825,43 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::frame::Header;
+    use prost::Message as _;
+
+    #[test]
+    fn the_hand_encoder_matches_the_codec() {
+        for (service, trace, payload) in [
+            (33554678, "trace-1", &b"{\"a\":1}"[..]),
+            (-1, "", &b""[..]),
+            (0, "t", &[0xff, 0x00, 0x80][..]),
+        ] {
+            let headers = [
+                ("type", "event"),
+                ("message_id", "m1"),
+                ("sum", "1"),
+                ("seq", "0"),
+                ("trace_id", trace),
+            ];
+            let mut ours = Vec::new();
+            encode_data_frame(&mut ours, 7, 300, service, &headers, payload);
+            let reference = Frame {
+                seq_id: 7,
+                log_id: 300,
+                service,
+                method: METHOD_DATA,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| Header {
+                        key: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                payload: Some(payload.to_vec()),
+                ..Default::default()
+            };
+            assert_eq!(ours, reference.encode_to_vec());
+        }
+    }
 
     fn reassemble(frames: &[Bytes]) -> (Vec<u8>, Vec<usize>) {
         let decoded: Vec<Frame> = frames

@@ -37,7 +37,7 @@ pub use faults::{DiscoveryFault, DiscoveryFaultKind, HandshakeRejection};
 pub use samples::{sample, sample_names, samples};
 
 use connection::ConnHandle;
-use delivery::{Deadline, EventState};
+use delivery::{AckEntry, Deadline, EventState};
 use faults::Faults;
 
 /// The app registered by default: the app id of `fixtures/events/*.json`.
@@ -317,6 +317,8 @@ impl Drop for Handle {
 /// State shared by the server's tasks.
 pub(crate) struct Inner {
     pub(crate) apps: Vec<AppCredentials>,
+    /// The app ids as shared strings, so events do not each allocate theirs.
+    app_ids: Vec<Arc<str>>,
     pub(crate) ack_deadline: Duration,
     pub(crate) max_redeliveries: u32,
     pub(crate) service_id: i32,
@@ -358,13 +360,15 @@ pub(crate) struct State {
     pub(crate) tickets: HashMap<String, http::Ticket>,
     /// app id → its live connections, in connect order.
     pub(crate) conns: HashMap<String, Vec<Arc<ConnHandle>>>,
-    pub(crate) events: HashMap<String, EventState>,
+    pub(crate) events: HashMap<Arc<str>, EventState>,
     /// app id → (message id, delivery number) waiting for a live connection.
-    pub(crate) queued: HashMap<String, VecDeque<(String, u32)>>,
+    pub(crate) queued: HashMap<Arc<str>, VecDeque<(Arc<str>, u32)>>,
     /// Sorted by time, because every delivery gets the same `ack_deadline`.
     pub(crate) deadlines: VecDeque<Deadline>,
-    pub(crate) acks: Vec<Arc<AckRecord>>,
-    pub(crate) acks_by_message: HashMap<String, Vec<Arc<AckRecord>>>,
+    /// Every ack, in arrival order; events keep indices into it.
+    pub(crate) acks: Vec<AckEntry>,
+    /// Indices of acks whose message id the emulator never pushed.
+    pub(crate) unknown_acks: HashMap<String, Vec<u32>>,
     pub(crate) pings: Vec<PingRecord>,
     pub(crate) faults: Faults,
     pub(crate) stats: EmulatorStats,
@@ -431,6 +435,15 @@ impl Inner {
         self.deadline_added.notify_waiters();
     }
 
+    /// A shared copy of an app id (allocated only for an id that is not registered).
+    pub(crate) fn app_arc(&self, app_id: &str) -> Arc<str> {
+        self.app_ids
+            .iter()
+            .find(|a| &***a == app_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(app_id))
+    }
+
     pub(crate) fn default_app(&self) -> &str {
         self.apps.first().map(|a| a.app_id.as_str()).unwrap_or("")
     }
@@ -441,7 +454,7 @@ impl Inner {
         st.conns
             .values()
             .flatten()
-            .filter(|c| id.is_none_or(|id| c.id == id))
+            .filter(|c| id.is_none_or(|id| &*c.id == id))
             .cloned()
             .collect()
     }
@@ -503,6 +516,7 @@ impl Emulator {
         };
         let (guard_tx, guard_rx) = mpsc::channel::<()>(1);
         let inner = Arc::new(Inner {
+            app_ids: apps.iter().map(|a| Arc::from(a.app_id.as_str())).collect(),
             apps,
             ack_deadline: opts.ack_deadline,
             max_redeliveries: opts.max_redeliveries,
@@ -555,7 +569,7 @@ impl Emulator {
     /// Pushes one event and returns its `message_id`. Never fails: with no live
     /// connection of the app the delivery is queued and sent when one appears.
     pub fn push_event(&self, payload: Vec<u8>, opts: PushOptions) -> String {
-        delivery::push_event(self.inner(), payload.into(), opts, None, None)
+        delivery::push_event(self.inner(), payload.into(), opts)
     }
 
     /// Pushes `opts.count` generated events (for benchmarks), honouring `max_in_flight`
@@ -584,11 +598,15 @@ impl Emulator {
                 None => format!("no ack for message {message_id} within {timeout:?}"),
             },
             |st| {
-                st.acks_by_message.get(message_id).and_then(|list| {
-                    list.iter()
-                        .find(|a| code.is_none_or(|c| a.code == c))
-                        .map(|a| (**a).clone())
-                })
+                let indices: Vec<u32> = match st.events.get(message_id) {
+                    Some(ev) => ev.acks.iter().collect(),
+                    None => st.unknown_acks.get(message_id).cloned().unwrap_or_default(),
+                };
+                indices
+                    .into_iter()
+                    .filter_map(|i| st.acks.get(i as usize))
+                    .find(|a| code.is_none_or(|c| a.code() == c))
+                    .map(AckEntry::to_record)
             },
         )
         .await;
@@ -657,7 +675,7 @@ impl Emulator {
             .lock()
             .acks
             .iter()
-            .map(|a| (**a).clone())
+            .map(AckEntry::to_record)
             .collect()
     }
 
