@@ -2,9 +2,9 @@
 // release addon, packs the root package and this host's platform package, lets the real
 // `napi pre-publish` write the root's optionalDependencies (as the release workflow
 // does), installs the root tarball into an empty project outside the repository — npm
-// fetches the platform package through that optional dependency, with no network — and
-// there loads it with require and import, type-checks a file against the installed
-// types, runs a transport against the emulator, and inspects what was packed.
+// fetches the platform package through that optional dependency — and there loads it
+// with require and import, type-checks a file against the installed types, runs a
+// transport against the emulator, and inspects what was packed.
 //
 //   node scripts/test-package.mjs              build first (what .ci/run does)
 //   node scripts/test-package.mjs --prebuilt   use the .node already in the repo root
@@ -132,17 +132,20 @@ before(() => {
   rootPack.repoFiles = repoPack.files.map((f) => f.path).sort()
   platformPack = packJson(platformDir, packs)
 
-  // An empty project that depends on the root tarball only. The override points the
-  // optional dependency at the local platform tarball, which stands in for the registry;
-  // --offline makes sure nothing else is fetched.
+  // An empty project that depends on the root tarball, plus @types/node as any TypeScript
+  // project on Node has it (emulator.d.ts uses Buffer). The override points the optional
+  // dependency at the local platform tarball, which stands in for the registry. npm takes
+  // @types/node from its cache, filled by the repository's `npm ci`, and asks the
+  // registry only when it is not there.
+  const typesNode = JSON.parse(fs.readFileSync(path.join(root, 'node_modules', '@types', 'node', 'package.json'), 'utf8')).version
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({
     name: 'package-test-app',
     version: '1.0.0',
     private: true,
-    dependencies: { [rootPkg.name]: `file:../packs/${rootPack.filename}` },
+    dependencies: { [rootPkg.name]: `file:../packs/${rootPack.filename}`, '@types/node': typesNode },
     overrides: { [platformPkgName]: `file:../packs/${platformPack.filename}` },
   }, null, 2))
-  runOk('npm', ['install', '--offline', '--no-audit', '--no-fund'], { cwd: app })
+  runOk('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app })
   installedPkg = path.join(app, 'node_modules', rootPkg.name)
   installedAddon = path.join(app, 'node_modules', platformPkgName, addonFile)
 })
@@ -195,6 +198,7 @@ test('the root manifest: no build on pack or install, types, exports, engines', 
   assert.equal(rootPkg.types, 'index.d.ts')
   assert.deepEqual(rootPkg.exports['.'], { types: './index.d.ts', import: './index.mjs', require: './index.js' })
   assert.deepEqual(rootPkg.exports['./compat'], { types: './compat.d.ts', import: './compat.mjs', require: './compat.js' })
+  assert.deepEqual(rootPkg.exports['./emulator'], { types: './emulator.d.ts', import: './emulator.mjs', require: './emulator.js' })
   assert.equal(rootPkg.optionalDependencies, undefined, 'optionalDependencies are written by napi pre-publish at release')
   const installed = JSON.parse(fs.readFileSync(path.join(installedPkg, 'package.json'), 'utf8'))
   assert.deepEqual(installed.optionalDependencies, { [platformPkgName]: rootPkg.version })
@@ -221,7 +225,7 @@ test('the root tarball holds the JS entries and types only: no tests, Rust, targ
   for (const f of ['package.json', 'README.md', 'index.js', 'index.mjs', 'index.d.ts', 'native.js', 'native.d.ts']) {
     assert.ok(files.includes(f), `${f} is missing from the tarball`)
   }
-  for (const f of ['emulator.js', 'emulator.d.ts', 'compat.js', 'compat.d.ts', 'compat.mjs']) {
+  for (const f of ['emulator.js', 'emulator.d.ts', 'emulator.mjs', 'compat.js', 'compat.d.ts', 'compat.mjs']) {
     if (fs.existsSync(path.join(root, f))) assert.ok(files.includes(f), `${f} exists but is not packed`)
   }
   console.log(`# root tarball files: ${files.join(' ')}`)
@@ -309,12 +313,34 @@ test('feishu-transport/compat loads with require and import', (t) => {
   `)
 })
 
+test('feishu-transport/emulator loads with require and import, the same class as the main entry', (t) => {
+  if (!hasInstalled('emulator.js')) {
+    console.log('# SKIP emulator entry: emulator.js is not in the package yet')
+    return t.skip('emulator.js is not in the package yet')
+  }
+  nodeOk('check-emulator.mjs', `
+    import assert from 'node:assert/strict'
+    import { createRequire } from 'node:module'
+    import { FeishuEmulator } from ${JSON.stringify(`${rootPkg.name}/emulator`)}
+    import * as ns from ${JSON.stringify(`${rootPkg.name}/emulator`)}
+    import { FeishuEmulator as fromMain } from ${JSON.stringify(rootPkg.name)}
+    const require = createRequire(import.meta.url)
+    const emulator = require(${JSON.stringify(`${rootPkg.name}/emulator`)})
+    assert.equal(typeof emulator.FeishuEmulator, 'function')
+    assert.equal(FeishuEmulator, emulator.FeishuEmulator)
+    assert.equal(FeishuEmulator, fromMain)
+    assert.equal(ns.default, emulator)
+    for (const name of Object.keys(emulator)) assert.equal(ns[name], emulator[name], 'emulator.mjs does not re-export ' + name)
+  `)
+})
+
 test('a TypeScript file using the API type-checks against the installed types', () => {
   const emulator = hasInstalled('emulator.d.ts')
   const compat = hasInstalled('compat.d.ts')
   fs.writeFileSync(path.join(app, 'usage.mts'), `
     import { FeishuTransport, FeishuTransportError, version${emulator ? ', FeishuEmulator' : ''} } from '${rootPkg.name}'
     import type { FeishuEvent, FeishuTransportOptions, TransportStatus } from '${rootPkg.name}'
+    ${emulator ? `import { FeishuEmulator as EmulatorEntry } from '${rootPkg.name}/emulator'` : ''}
     ${compat ? `import { WSClient, Domain, LoggerLevel } from '${rootPkg.name}/compat'
     const client = new WSClient({ appId: 'cli_a1b2c3d4e5f60718', appSecret: 'secret', domain: Domain.Lark, loggerLevel: LoggerLevel.warn })
     void client.start({ eventDispatcher: { invoke: async (data: unknown) => data } })
@@ -335,7 +361,12 @@ test('a TypeScript file using the API type-checks against the installed types', 
     void status; void result; void transport.close({ force: true })
     const v: string = version
     void v
-    ${emulator ? 'void FeishuEmulator' : ''}
+    ${emulator ? `const em: FeishuEmulator = await FeishuEmulator.start()
+    const id: string = em.pushEvent({ schema: '2.0', header: { event_type: 'im.message.receive_v1' }, event: {} })
+    await em.waitForAck(id, { timeoutMs: 1000 })
+    await em.close()
+    const Same: typeof FeishuEmulator = EmulatorEntry
+    void Same` : ''}
   `)
   fs.writeFileSync(path.join(app, 'tsconfig.json'), JSON.stringify({
     compilerOptions: {
