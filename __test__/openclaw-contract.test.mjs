@@ -2,13 +2,14 @@
 // EventDispatcher, through both the compat WSClient and the native API.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import Lark from '@larksuiteoapi/node-sdk'
 import { FeishuTransport, FeishuEmulator } from '../index.js'
 import { WSClient, Domain, LoggerLevel } from '../compat.js'
 import { deferred, fastOptions, waitFor } from './helpers.mjs'
 
 const samples = FeishuEmulator.samples()
-const reply = samples['card-action-reply']
+const reply = JSON.parse(readFileSync(new URL('../fixtures/events/card-action-reply.json', import.meta.url), 'utf8'))
 const EXHAUSTED_RE = /^WebSocket reconnect exhausted after \d+ attempts?/
 
 /** A dispatcher like OpenClaw's: message and card handlers, through the real SDK class. */

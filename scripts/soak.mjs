@@ -5,7 +5,7 @@
 // Exits non-zero on any loss. `runSoak` is also used by the test suite in a short form.
 import { FeishuTransport, FeishuEmulator } from '../index.js'
 
-export async function runSoak({ events = 20_000, seed = Date.now(), log = console.log, timeoutMs = 600_000 } = {}) {
+export async function runSoak({ events = 20_000, ratePerSec = 1000, seed = Date.now(), log = console.log, timeoutMs = 600_000 } = {}) {
   let state = seed >>> 0 || 1
   const random = () => {
     // xorshift32: reproducible runs from a printed seed
@@ -40,16 +40,17 @@ export async function runSoak({ events = 20_000, seed = Date.now(), log = consol
       await new Promise((r) => setTimeout(r, 50 + random() * 250))
       if (!chaos) break
       const r = random()
-      if (r < 0.3) { emulator.dropConnections({ closeFrame: true }); faults.drop++ }
-      else if (r < 0.5) { emulator.dropConnections({ closeFrame: false }); faults.dropNoClose++ }
+      if (r < 0.3) { emulator.dropConnections(null, true); faults.drop++ }
+      else if (r < 0.5) { emulator.dropConnections(null, false); faults.dropNoClose++ }
       else if (r < 0.65) { emulator.stall(); faults.stall++ }
-      else if (r < 0.85) { emulator.failDiscovery({ count: 1, code: 1 }); faults.discovery++ }
-      else { emulator.rejectHandshakes({ count: 1, status: 500 }); faults.handshake++ }
+      else if (r < 0.85) { emulator.failDiscovery({ count: 1, kind: 'code', code: 1, msg: 'busy' }); faults.discovery++ }
+      else { emulator.rejectHandshakes({ count: 1, httpStatus: 500, handshakeStatus: 500 }); faults.handshake++ }
     }
   })()
   let ok = false
   try {
-    await emulator.pushMany({ count: events, payloadBytes: 512, maxInFlight: 500 })
+    // Paced, so the chaos has time to strike while events are in flight.
+    await emulator.pushMany({ count: events, payloadBytes: 512, maxInFlight: 500, ratePerSec })
     chaos = false
     await chaosLoop
     emulator.clearFaults()
@@ -69,6 +70,7 @@ export async function runSoak({ events = 20_000, seed = Date.now(), log = consol
       redeliveries: stats.redeliveries,
       reconnects: s.counters.reconnects,
       faults,
+      faultsInjected: Object.values(faults).reduce((a, b) => a + b, 0),
       pending: stats.pending,
       result: result.reason,
       seconds: ((Date.now() - started) / 1000).toFixed(1),
@@ -79,6 +81,8 @@ export async function runSoak({ events = 20_000, seed = Date.now(), log = consol
     if (stats.pending !== 0) problems.push(`${stats.pending} events never acked with 200`)
     if (twice !== 0) problems.push(`${twice} events reached the handler twice`)
     if (result.reason !== 'closed') problems.push(`start() settled with ${result.reason}`)
+    const injected = Object.values(faults).reduce((a, b) => a + b, 0)
+    if (injected === 0) problems.push('no fault was injected: the run proves nothing')
     if (problems.length) throw new Error(`soak failed: ${problems.join('; ')}`)
     ok = true
     return figures
