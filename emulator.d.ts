@@ -60,6 +60,11 @@ export declare class FeishuEmulator {
   /** The ClientConfig later pongs and discovery answers carry. */
   clientConfig(): EmulatorClientConfig
   /**
+   * Makes pongs carry this config while discovery keeps the client config (`null`:
+   * pongs follow the client config again). Missing fields take the client config's.
+   */
+  setPongConfig(config?: EmulatorClientConfig | undefined | null): void
+  /**
    * Changes the ClientConfig of later pongs and discovery answers (seconds, as on the
    * wire); missing fields keep their value.
    */
@@ -241,6 +246,11 @@ export interface EmulatorOptions {
   serviceId?: number
   /** Live connections allowed per app; default 50. */
   maxConnectionsPerApp?: number
+  /**
+   * Ack records and finished events remembered (default 250000; older ones are
+   * forgotten in batches, so up to twice as many are held).
+   */
+  maxHistory?: number
 }
 
 /** One protocol ping received. */

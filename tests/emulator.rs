@@ -688,11 +688,12 @@ async fn an_unacked_event_is_redelivered_after_the_deadline_then_given_up() {
     })
     .await;
     let mut c = connect(&emu).await;
+    // Taken before the push, so the deadline (armed at the push) is surely after it.
+    let t0 = Instant::now();
     let id = emu.push_event(sample("bot-menu"), PushOptions::default());
     let (_, first, _) = c.next_event().await;
-    let t0 = Instant::now();
     let (_, second, _) = c.next_event().await;
-    assert!(t0.elapsed() >= Duration::from_millis(150));
+    assert!(t0.elapsed() >= Duration::from_millis(200));
     assert_eq!(second.header("message_id"), first.header("message_id"));
     c.ack(&second, AckPayload::Ok).await;
     let ack = emu.wait_for_ack(&id, Some(200), WAIT).await.unwrap();
@@ -1013,4 +1014,58 @@ async fn samples_are_all_there() {
     assert!(names.contains(&"card-action-trigger"));
     assert!(names.contains(&"reaction-created"));
     assert_eq!(names.len(), 10);
+}
+
+#[tokio::test]
+async fn history_is_bounded() {
+    let emu = start(EmulatorOptions {
+        max_history: 5,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let mut c = connect(&emu).await;
+    let mut last = String::new();
+    for _ in 0..30 {
+        last = emu.push_event(sample("bot-menu"), PushOptions::default());
+        let (_, f, _) = c.next_event().await;
+        c.ack(&f, AckPayload::Ok).await;
+        emu.wait_for_ack(&last, Some(200), WAIT).await.unwrap();
+    }
+    emu.wait_for_all_acked(WAIT).await.unwrap();
+    let acks = emu.acks();
+    assert!(acks.len() >= 5 && acks.len() < 10, "{}", acks.len());
+    assert_eq!(acks.last().unwrap().message_id, last);
+    let s = emu.stats();
+    assert_eq!((s.acks_ok, s.pending), (30, 0));
+    emu.close().await;
+}
+
+#[tokio::test]
+async fn hostile_http_is_refused_without_harm() {
+    let emu = start_default().await;
+    // a chunk size that would overflow a naive length check
+    let req = "POST /callback/ws/endpoint HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc";
+    let (status, _, _) = http(emu.port(), req.to_string()).await;
+    assert_eq!(status, 413);
+    let (status, _, _) = http(
+        emu.port(),
+        "POST /callback/ws/endpoint HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    let (status, _, _) = http(emu.port(), "\x16\x03\x01 not http\r\n\r\n".into()).await;
+    assert_eq!(status, 400);
+    // a plain GET of the WebSocket path, without the upgrade
+    let (status, _, _) = http(
+        emu.port(),
+        "GET /ws/v2?ticket=x HTTP/1.1\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // "forever" timeouts do not overflow
+    emu.wait_for_connections(None, 0, Duration::MAX)
+        .await
+        .unwrap();
+    let _ = discover(&emu).await;
+    emu.close().await;
 }

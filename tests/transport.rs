@@ -674,3 +674,99 @@ async fn ten_thousand_unfinished_messages_stay_bounded() {
     r.stop().await.unwrap();
     em.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_that_answers_too_slowly_times_out_and_is_retried() {
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    em.fail_discovery(DiscoveryFault {
+        count: 1,
+        kind: DiscoveryFaultKind::Delay(Duration::from_millis(800)),
+    });
+    let mut cfg = config(&em);
+    cfg.timeouts.discovery = Duration::from_millis(200);
+    let r = start(cfg, TestHandler::ok());
+    r.connected().await;
+    assert_eq!(r.observer.error_codes(), vec![ErrorCode::DiscoveryTimeout]);
+    r.stop().await.unwrap();
+    em.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_cut_by_a_server_close_mid_fragment_is_discarded() {
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let handler = TestHandler::ok();
+    let r = start(config(&em), handler.clone());
+    r.connected().await;
+    let first = r.transport.status().connection_id;
+    // half of a two-fragment message, then the server goes away without a close frame
+    em.send_frame(None, data_frame("cut", "2", "0", br#"{"schema":"2.0","#));
+    em.drop_connections(None, false);
+    let t = r.transport.clone();
+    wait_until("reconnected", Duration::from_secs(5), || {
+        let s = t.status();
+        s.connected && s.connection_id != first
+    })
+    .await;
+    // the other half on the new socket must not complete a message from the old one
+    em.send_frame(
+        None,
+        data_frame("cut", "2", "1", br#""header":{"event_id":"cut"}}"#),
+    );
+    let id = em.push_event(event("after-cut"), PushOptions::default());
+    em.wait_for_ack(&id, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let seen: Vec<_> = handler
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.message_id.clone())
+        .collect();
+    assert_eq!(seen, vec![id]);
+    r.stop().await.unwrap();
+    em.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_close_mid_handler_drops_the_ack_and_the_redelivery_is_answered_from_dedupe() {
+    let em = Emulator::start(EmulatorOptions {
+        ack_deadline: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let handler = TestHandler::new(move |_, _| {
+        let g = g.clone();
+        Box::pin(async move {
+            g.notified().await;
+            Ok(Some("\"done\"".into()))
+        })
+    });
+    let r = start(config(&em), handler.clone());
+    r.connected().await;
+    let id = em.push_event(event("mid-handler"), PushOptions::default());
+    let h = handler.clone();
+    wait_until("handler entered", Duration::from_secs(5), || h.calls() == 1).await;
+    em.drop_connections(None, true);
+    let t = r.transport.clone();
+    wait_until("reconnected", Duration::from_secs(5), || {
+        t.status().counters.reconnects == 1 && t.status().connected
+    })
+    .await;
+    // the handler finishes after its socket died; the re-delivery waits for it, then
+    // carries its result; the handler never runs twice
+    gate.notify_one();
+    let ack = em
+        .wait_for_ack(&id, Some(200), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(ack.delivery >= 2);
+    assert_eq!(ack.data.as_deref(), Some(&b"\"done\""[..]));
+    assert_eq!(handler.calls(), 1);
+    assert!(r.transport.status().counters.duplicates >= 1);
+    r.stop().await.unwrap();
+    em.close().await;
+}

@@ -54,6 +54,9 @@ pub struct EmulatorOptions {
     pub service_id: Option<i32>,
     /// Live connections allowed per app; default 50.
     pub max_connections_per_app: Option<u32>,
+    /// Ack records and finished events remembered (default 250000; older ones are
+    /// forgotten in batches, so up to twice as many are held).
+    pub max_history: Option<u32>,
 }
 
 /// Options of `pushEvent()` / `pushSample()`.
@@ -249,11 +252,14 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::new(Status::InvalidArg, msg.into())
 }
 
+/// Milliseconds from JS as a Duration: negative or NaN is 0, and anything above a year
+/// (Infinity included) is a year, so no deadline arithmetic can overflow.
 fn ms(v: f64) -> Duration {
-    if v.is_finite() && v > 0.0 {
-        Duration::from_secs_f64(v / 1000.0)
-    } else {
+    const YEAR_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
+    if v.is_nan() || v <= 0.0 {
         Duration::ZERO
+    } else {
+        Duration::from_secs_f64(v.min(YEAR_MS) / 1000.0)
     }
 }
 
@@ -303,8 +309,8 @@ fn to_rust_options(o: Option<EmulatorOptions>) -> Result<emu::EmulatorOptions> {
                 .app_secret
                 .unwrap_or_else(|| emu::DEFAULT_APP_SECRET.to_string()),
         }];
-    } else if let Some(secret) = o.app_secret {
-        opts.apps[0].app_secret = secret;
+    } else if let (Some(secret), Some(first)) = (o.app_secret, opts.apps.first_mut()) {
+        first.app_secret = secret;
     }
     if let Some(c) = &o.client_config {
         opts.client_config = merge_config(opts.client_config, c);
@@ -320,6 +326,9 @@ fn to_rust_options(o: Option<EmulatorOptions>) -> Result<emu::EmulatorOptions> {
     }
     if let Some(n) = o.max_connections_per_app {
         opts.max_connections_per_app = n as usize;
+    }
+    if let Some(n) = o.max_history {
+        opts.max_history = n as usize;
     }
     Ok(opts)
 }
@@ -629,6 +638,14 @@ impl FeishuEmulator {
     #[napi]
     pub fn client_config(&self) -> EmulatorClientConfig {
         config_to_js(self.inner.client_config())
+    }
+
+    /// Makes pongs carry this config while discovery keeps the client config (`null`:
+    /// pongs follow the client config again). Missing fields take the client config's.
+    #[napi]
+    pub fn set_pong_config(&self, config: Option<EmulatorClientConfig>) {
+        let pong = config.map(|c| merge_config(self.inner.client_config(), &c));
+        self.inner.set_pong_config(pong);
     }
 
     /// Changes the ClientConfig of later pongs and discovery answers (seconds, as on the

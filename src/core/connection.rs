@@ -267,6 +267,7 @@ pub async fn run_session(
     };
     let ping = Frame::ping(endpoint.service_id).encode_to_vec();
     let mut next_ping = tokio::time::Instant::now();
+    let mut last_ping_at: Option<tokio::time::Instant> = None;
     let mut pong_deadline: Option<tokio::time::Instant> = None;
     let mut next_expiry = tokio::time::Instant::now() + EXPIRY_TICK;
 
@@ -359,6 +360,11 @@ pub async fn run_session(
                                                 if *ctx.server != before {
                                                     log.debug(|| format!("server config updated by pong: {:?}{conn_tag}", ctx.server));
                                                     (ctx.on_server_config)(ctx.server);
+                                                    // A new interval counts from the last ping, not
+                                                    // from the one after it.
+                                                    if let Some(sent) = last_ping_at {
+                                                        next_ping = sent + ping_interval_of(ctx.server);
+                                                    }
                                                 }
                                             }
                                             None => {
@@ -451,6 +457,7 @@ pub async fn run_session(
                     pong_deadline = Some(now + ctx.cfg.timeouts.pong);
                 }
                 next_ping = now + ping_interval_of(ctx.server);
+                last_ping_at = Some(now);
             }
             _ = tokio::time::sleep_until(pong_deadline.unwrap_or(far)), if pong_deadline.is_some() => {
                 if !reading {

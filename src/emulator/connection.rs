@@ -237,9 +237,20 @@ async fn reader(
         match mode {
             Mode::Running => {}
             Mode::Stalled => {
-                // Stop reading, keep the socket: wait for a drop or the end.
-                if mode_rx.changed().await.is_err() {
-                    return;
+                // Answer nothing, but keep draining the socket so the peer hanging up is
+                // noticed: otherwise a stalled connection would stay "live" forever and
+                // keep drawing deliveries, which no real server does for long.
+                tokio::select! {
+                    biased;
+                    changed = mode_rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    msg = stream.next() => match msg {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                        Some(Ok(_)) => {}
+                    },
                 }
                 continue;
             }
@@ -289,7 +300,7 @@ fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: &[u8]) {
                     service: frame.service,
                     at_ms: now_ms(),
                 });
-                st.client_config
+                st.pong_config.unwrap_or(st.client_config)
             };
             let pong = Frame::pong(&frame, &config.to_json());
             handle.send(Outbound::Binary(pong.encode_to_vec().into()));

@@ -50,19 +50,30 @@ pub(crate) struct EventState {
     tracked: bool,
     /// Flow control of `push_many`: a permit returned when the event is done.
     permit: Option<Arc<Semaphore>>,
-    /// Indices into `State::acks` of this event's acks, in arrival order.
+    /// Absolute indices of this event's acks (see `State::ack`), in arrival order.
     pub(crate) acks: AckList,
+}
+
+impl EventState {
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether this event is the one registered under `id` (same allocation).
+    pub(crate) fn id_is(&self, id: &Arc<str>) -> bool {
+        Arc::ptr_eq(&self.id, id)
+    }
 }
 
 /// Indices of acks; the first is inline since most events get exactly one.
 #[derive(Default)]
 pub(crate) struct AckList {
-    first: Option<u32>,
-    more: Vec<u32>,
+    first: Option<u64>,
+    more: Vec<u64>,
 }
 
 impl AckList {
-    pub(crate) fn push(&mut self, i: u32) {
+    pub(crate) fn push(&mut self, i: u64) {
         if self.first.is_none() {
             self.first = Some(i);
         } else {
@@ -70,7 +81,7 @@ impl AckList {
         }
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.first.into_iter().chain(self.more.iter().copied())
     }
 }
@@ -346,9 +357,27 @@ pub(crate) fn build_frames(
     frames
 }
 
+/// Appends `value` as `width` lowercase hex digits (`format!` costs more than the rest
+/// of building an id, and ids are made for every push).
+fn push_hex(out: &mut String, value: u64, width: u32) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..width).rev() {
+        let nibble = if shift < 16 {
+            (value >> (shift * 4)) & 0xf
+        } else {
+            0
+        };
+        out.push(DIGITS[nibble as usize] as char);
+    }
+}
+
 fn new_message_id(inner: &Inner) -> String {
     let n = inner.next_message.fetch_add(1, Ordering::Relaxed);
-    format!("om_emu{:08x}{n:016x}", inner.nonce)
+    let mut id = String::with_capacity(30);
+    id.push_str("om_emu");
+    push_hex(&mut id, u64::from(inner.nonce), 8);
+    push_hex(&mut id, n, 16);
+    id
 }
 
 /// A random live connection of `app_id` (or the pinned one, if live).
@@ -493,7 +522,12 @@ fn deliver_locked(
     let trace_id = match &ev.trace_id {
         Some(t) if no == 1 => t.to_string(),
         Some(t) => format!("{t}-r{no}"),
-        None => format!("emu-trace-{log_id:x}"),
+        None => {
+            let mut t = String::with_capacity(26);
+            t.push_str("emu-trace-");
+            push_hex(&mut t, log_id, 16);
+            t
+        }
     };
     let n = ev.fragments.clamp(1, payload.len().max(1));
     let first_seq_id = inner.next_seq_id.fetch_add(n as u64, Ordering::Relaxed);
@@ -613,7 +647,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8])
     let log_id = frame.log_id;
 
     let mut st = inner.lock();
-    let index = st.acks.len() as u32;
+    let index = st.acks_base + st.acks.len() as u64;
     st.stats.acks += 1;
     if code == 200 {
         st.stats.acks_ok += 1;
@@ -668,6 +702,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8])
     };
     if finished {
         st.stats.pending = st.stats.pending.saturating_sub(1);
+        st.done_order.push_back(key.clone());
     }
     if failed_current {
         redeliver_locked(inner, &mut st, &key);
@@ -684,6 +719,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8])
         latency_us,
         delivery,
     });
+    st.trim_history(inner.max_history);
     let all_done = finished && st.stats.pending == 0;
     drop(st);
     if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
@@ -777,7 +813,10 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
             }
         }
         if let Some(r) = rate {
-            let due = start + Duration::from_secs_f64(i as f64 / r);
+            let offset = Duration::try_from_secs_f64(i as f64 / r)
+                .unwrap_or(super::LONGEST_WAIT)
+                .min(super::LONGEST_WAIT);
+            let due = start + offset;
             // Sleep only when more than a millisecond ahead: timers are coarse anyway.
             if due > tokio::time::Instant::now() + Duration::from_millis(1) {
                 tokio::select! {
@@ -793,7 +832,9 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
         let (payload, event_id) = match &fixed {
             Some(p) => (p.clone(), fixed_event_id.clone()),
             None => {
-                let event_id = format!("{:08x}{:024x}", inner.nonce, i);
+                let mut event_id = String::with_capacity(32);
+                push_hex(&mut event_id, u64::from(inner.nonce), 8);
+                push_hex(&mut event_id, i as u64, 24);
                 let p = generated_payload(&app_id, &event_id, &message_id, opts.payload_bytes);
                 (Bytes::from(p), Some(Arc::from(event_id)))
             }
@@ -881,6 +922,14 @@ mod tests {
         }
         assert!(slots.iter().all(|s| !s.is_empty()));
         (slots.concat(), order)
+    }
+
+    #[test]
+    fn hex_ids() {
+        let mut s = String::new();
+        push_hex(&mut s, 0xab, 4);
+        push_hex(&mut s, u64::MAX, 18);
+        assert_eq!(s, "00ab00ffffffffffffffff");
     }
 
     #[test]

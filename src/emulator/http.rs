@@ -442,7 +442,8 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u
                 fill(stream, buf).await?;
             }
         }
-        if body.len() + size > MAX_BODY {
+        // Written so a hostile size (up to usize::MAX) cannot overflow.
+        if size > MAX_BODY - body.len() {
             return Err(BodyError::Status(413, "body too large"));
         }
         while buf.len() < size + 2 {

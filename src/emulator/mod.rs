@@ -70,6 +70,11 @@ pub struct EmulatorOptions {
     /// Live connections allowed per app (Feishu documents 50); the next handshake is
     /// refused with `Handshake-Autherrcode: 1000040350`.
     pub max_connections_per_app: usize,
+    /// How many ack records and finished events to remember (default 250 000). Older
+    /// ones are forgotten in batches (so up to twice this many are held): `acks()` then
+    /// starts later, and a late ack of a forgotten event counts as unknown. Pending
+    /// events are never forgotten.
+    pub max_history: usize,
 }
 
 impl Default for EmulatorOptions {
@@ -86,6 +91,7 @@ impl Default for EmulatorOptions {
             max_redeliveries: 3,
             service_id: DEFAULT_SERVICE_ID,
             max_connections_per_app: 50,
+            max_history: 250_000,
         }
     }
 }
@@ -323,6 +329,7 @@ pub(crate) struct Inner {
     pub(crate) max_redeliveries: u32,
     pub(crate) service_id: i32,
     pub(crate) max_connections_per_app: usize,
+    pub(crate) max_history: usize,
     /// Host and port as they appear in issued URLs.
     pub(crate) url_authority: String,
     pub(crate) port: u16,
@@ -356,6 +363,8 @@ pub(crate) struct Inner {
 pub(crate) struct State {
     pub(crate) closed: bool,
     pub(crate) client_config: ClientConfig,
+    /// When set, pongs carry this instead of `client_config` (discovery keeps the latter).
+    pub(crate) pong_config: Option<ClientConfig>,
     /// ticket → what discovery issued with it.
     pub(crate) tickets: HashMap<String, http::Ticket>,
     /// app id → its live connections, in connect order.
@@ -365,13 +374,53 @@ pub(crate) struct State {
     pub(crate) queued: HashMap<Arc<str>, VecDeque<(Arc<str>, u32)>>,
     /// Sorted by time, because every delivery gets the same `ack_deadline`.
     pub(crate) deadlines: VecDeque<Deadline>,
-    /// Every ack, in arrival order; events keep indices into it.
+    /// The retained acks, in arrival order; `acks[0]` has absolute index `acks_base`.
+    /// Events keep absolute indices, which stay valid when old acks are trimmed.
     pub(crate) acks: Vec<AckEntry>,
+    pub(crate) acks_base: u64,
     /// Indices of acks whose message id the emulator never pushed.
-    pub(crate) unknown_acks: HashMap<String, Vec<u32>>,
+    pub(crate) unknown_acks: HashMap<String, Vec<u64>>,
+    /// Events acked with 200, oldest first, so the oldest can be forgotten.
+    pub(crate) done_order: VecDeque<Arc<str>>,
     pub(crate) pings: Vec<PingRecord>,
     pub(crate) faults: Faults,
     pub(crate) stats: EmulatorStats,
+}
+
+impl State {
+    /// The ack with absolute index `i`, unless it was trimmed.
+    pub(crate) fn ack(&self, i: u64) -> Option<&AckEntry> {
+        let pos = i.checked_sub(self.acks_base)?;
+        self.acks.get(usize::try_from(pos).ok()?)
+    }
+
+    /// Forgets the oldest acks and finished events once there are twice `max` of them,
+    /// keeping the newest `max`: a long benchmark must not grow without bound. (Halving
+    /// at once keeps the cost amortised O(1) per ack.)
+    pub(crate) fn trim_history(&mut self, max: usize) {
+        let max = max.max(1);
+        if self.acks.len() >= 2 * max {
+            let drop = self.acks.len() - max;
+            self.acks.drain(..drop);
+            self.acks_base += drop as u64;
+            let base = self.acks_base;
+            self.unknown_acks.retain(|_, v| {
+                v.retain(|i| *i >= base);
+                !v.is_empty()
+            });
+        }
+        if self.done_order.len() >= 2 * max {
+            let drop = self.done_order.len() - max;
+            for id in self.done_order.drain(..drop) {
+                // The id may since belong to a newer event that reused it: keep that one.
+                if let Some(ev) = self.events.get(&id) {
+                    if ev.is_done() && ev.id_is(&id) {
+                        self.events.remove(&id);
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -460,6 +509,10 @@ impl Inner {
     }
 }
 
+/// Longer timeouts and deadlines are cut to this, so that `Instant + Duration` cannot
+/// overflow (a caller may well pass `Duration::MAX` to mean "forever").
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Waits on `notify` until `check` returns `Some`, the deadline passes or the emulator
 /// closes. The `Notified` future is enabled before each check, so a wake-up between the
 /// check and the wait cannot be lost.
@@ -470,7 +523,7 @@ async fn wait_until<T>(
     what: impl Fn() -> String,
     mut check: impl FnMut(&State) -> Option<T>,
 ) -> Result<T, EmulatorError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout.min(LONGEST_WAIT);
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -518,10 +571,11 @@ impl Emulator {
         let inner = Arc::new(Inner {
             app_ids: apps.iter().map(|a| Arc::from(a.app_id.as_str())).collect(),
             apps,
-            ack_deadline: opts.ack_deadline,
+            ack_deadline: opts.ack_deadline.min(LONGEST_WAIT),
             max_redeliveries: opts.max_redeliveries,
             service_id: opts.service_id,
             max_connections_per_app: opts.max_connections_per_app,
+            max_history: opts.max_history,
             url_authority: format!("{url_host}:{port}"),
             port,
             state: Mutex::new(State {
@@ -598,13 +652,13 @@ impl Emulator {
                 None => format!("no ack for message {message_id} within {timeout:?}"),
             },
             |st| {
-                let indices: Vec<u32> = match st.events.get(message_id) {
+                let indices: Vec<u64> = match st.events.get(message_id) {
                     Some(ev) => ev.acks.iter().collect(),
                     None => st.unknown_acks.get(message_id).cloned().unwrap_or_default(),
                 };
                 indices
                     .into_iter()
-                    .filter_map(|i| st.acks.get(i as usize))
+                    .filter_map(|i| st.ack(i))
                     .find(|a| code.is_none_or(|c| a.code() == c))
                     .map(AckEntry::to_record)
             },
@@ -706,6 +760,13 @@ impl Emulator {
     }
 
     /// Changes what later pongs and discovery answers carry.
+    /// Makes pongs carry `config` while discovery keeps answering the client config
+    /// (`None`: pongs follow the client config again). This is how a test proves that a
+    /// client takes its cadence from pongs, not only from discovery.
+    pub fn set_pong_config(&self, config: Option<ClientConfig>) {
+        self.inner().lock().pong_config = config;
+    }
+
     pub fn set_client_config(&self, config: ClientConfig) {
         self.inner().lock().client_config = config;
     }
