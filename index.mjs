@@ -1,7 +1,6 @@
 // ESM entry of feishu-transport: the package is CommonJS (index.js). Its names are
-// re-exported explicitly (test:package checks that none is missing), because Node's
-// detection of CommonJS exports cannot see the ones index.js adds at run time (the
-// emulator's).
+// re-exported explicitly, so `import { FeishuTransport }` does not depend on Node's
+// detection of CommonJS exports (test:package checks that none is missing).
 import transport from './index.js'
 
 export const { FeishuTransport, FeishuTransportError, FeishuEmulator, version } = transport
