@@ -20,6 +20,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use super::connection::{bad_frame, ConnHandle, Outbound};
+use super::view::FrameView;
 use super::{emu_debug, now_ms, AckRecord, FragmentOrder, Inner, PushOptions, State};
 use crate::core::frame::{frame_type, header_key, AckPayload, Frame, METHOD_DATA};
 
@@ -632,7 +633,7 @@ pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
 }
 
 /// Records an ack (a data frame from a client) and acts on it.
-pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8]) {
+pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &[u8]) {
     let payload = frame.payload.as_deref().unwrap_or(&[]);
     let (code, data) = match AckPayload::parse(payload) {
         Ok(parsed) => parsed,

@@ -20,6 +20,7 @@ mod delivery;
 mod faults;
 mod http;
 mod samples;
+mod view;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
