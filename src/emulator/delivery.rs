@@ -216,6 +216,44 @@ pub(crate) fn extract_event_id(payload: &[u8]) -> Option<String> {
     env.header.and_then(|h| h.event_id).or(env.uuid)
 }
 
+/// The exact size [`encode_data_frame`] writes: the frame is allocated at exactly this
+/// size, because `Bytes::from(Vec)` allocates a second block whenever capacity and
+/// length differ.
+fn data_frame_len(
+    seq_id: u64,
+    log_id: u64,
+    service: i32,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) -> usize {
+    use prost::encoding::encoded_len_varint as v;
+    let field = |s: &str| {
+        if s.is_empty() {
+            0
+        } else {
+            1 + v(s.len() as u64) + s.len()
+        }
+    };
+    let headers: usize = headers
+        .iter()
+        .map(|(k, val)| {
+            let inner = field(k) + field(val);
+            1 + v(inner as u64) + inner
+        })
+        .sum();
+    1 + v(seq_id)
+        + 1
+        + v(log_id)
+        + 1
+        + v(service as i64 as u64)
+        + 1
+        + v(METHOD_DATA as u64)
+        + headers
+        + 1
+        + v(payload.len() as u64)
+        + payload.len()
+}
+
 /// Appends one data frame to `out`, byte for byte what `Frame::encode_to_vec` gives for
 /// the same content (a unit test checks it), without building a `Frame` of owned
 /// strings first: pushing is the emulator's hot path.
@@ -282,7 +320,6 @@ pub(crate) fn emit_frames(
 ) -> usize {
     let len = payload.len();
     let n = fragments.clamp(1, len.max(1));
-    let capacity = 96 + message_id.len() + trace_id.len() + frame_type.len();
     if n == 1 {
         // The common case, without the index and number strings.
         let headers = [
@@ -292,7 +329,13 @@ pub(crate) fn emit_frames(
             (header_key::SEQ, "0"),
             (header_key::TRACE_ID, trace_id),
         ];
-        let mut out = Vec::with_capacity(len + capacity);
+        let mut out = Vec::with_capacity(data_frame_len(
+            first_seq_id,
+            log_id,
+            service,
+            &headers,
+            payload,
+        ));
         encode_data_frame(&mut out, first_seq_id, log_id, service, &headers, payload);
         emit(Bytes::from(out));
         return 1;
@@ -314,15 +357,9 @@ pub(crate) fn emit_frames(
             (header_key::SEQ, seq.as_str()),
             (header_key::TRACE_ID, trace_id),
         ];
-        let mut out = Vec::with_capacity(slice.len() + capacity);
-        encode_data_frame(
-            &mut out,
-            first_seq_id + k as u64,
-            log_id,
-            service,
-            &headers,
-            slice,
-        );
+        let seq_id = first_seq_id + k as u64;
+        let mut out = Vec::with_capacity(data_frame_len(seq_id, log_id, service, &headers, slice));
+        encode_data_frame(&mut out, seq_id, log_id, service, &headers, slice);
         emit(Bytes::from(out));
     }
     n
@@ -902,6 +939,10 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(ours, reference.encode_to_vec());
+            assert_eq!(
+                ours.len(),
+                data_frame_len(7, 300, service, &headers, payload)
+            );
         }
     }
 
