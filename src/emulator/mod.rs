@@ -639,8 +639,17 @@ impl Emulator {
         timeout: Duration,
     ) -> Result<AckRecord, EmulatorError> {
         let inner = self.inner();
+        // Counted while waiting (and uncounted even if this future is dropped), so acks
+        // only wake anyone when someone waits.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         inner.ack_waiters.fetch_add(1, Ordering::SeqCst);
-        let r = wait_until(
+        let _waiting = Waiting(&inner.ack_waiters);
+        wait_until(
             inner,
             &inner.ack_arrived,
             timeout,
@@ -662,9 +671,7 @@ impl Emulator {
                     .map(AckEntry::to_record)
             },
         )
-        .await;
-        inner.ack_waiters.fetch_sub(1, Ordering::SeqCst);
-        r
+        .await
     }
 
     /// Waits until at least `n` live connections (of `app_id`, or of all apps) exist.
