@@ -123,6 +123,20 @@ fn arg(n: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat; None off
+/// Linux. Wall-clock rates depend on what else runs on a shared machine, CPU per event
+/// much less so.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and
+    // 15th fields overall, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -150,6 +164,7 @@ async fn main() {
         .await
         .expect("a connection");
 
+    let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     emu.push_many(PushManyOptions {
         count,
@@ -163,6 +178,13 @@ async fn main() {
         .await
         .expect("every event acked");
     let elapsed = t0.elapsed();
+    let cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) => format!(
+            "; CPU (emulator + client) {:.1} us per event",
+            (b - a) * 1e6 / count as f64
+        ),
+        _ => String::new(),
+    };
 
     let stats = emu.stats();
     let mut lat: Vec<u64> = emu.acks().iter().map(|a| a.latency_us).collect();
@@ -170,7 +192,7 @@ async fn main() {
     println!(
         "{count} events of {payload_bytes} B, max {max_in_flight} in flight: {:.0} events/s \
          (pushed in {:.3} s, all acked in {:.3} s); ack latency p50 {} us, p99 {} us; \
-         redeliveries {}",
+         redeliveries {}{cpu}",
         count as f64 / elapsed.as_secs_f64(),
         pushed.as_secs_f64(),
         elapsed.as_secs_f64(),

@@ -19,8 +19,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::view::FrameView;
 use super::{delivery, emu_debug, now_ms, ConnectionInfo, Inner, PingRecord};
-use crate::core::frame::{frame_type, Frame, METHOD_CONTROL};
+use crate::core::frame::{frame_type, header_key, Frame, METHOD_CONTROL};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -269,7 +270,7 @@ async fn reader(
                     emu_debug!("connection {}: read error: {e}", handle.id);
                     return;
                 }
-                Some(Ok(Message::Binary(bytes))) => on_binary(inner, handle, &bytes),
+                Some(Ok(Message::Binary(bytes))) => on_binary(inner, handle, bytes),
                 Some(Ok(Message::Text(_))) => bad_frame(inner, handle, "a text message"),
                 Some(Ok(Message::Close(_))) => return,
                 // RFC 6455 pings are answered by tungstenite itself.
@@ -284,13 +285,14 @@ pub(crate) fn bad_frame(inner: &Inner, handle: &ConnHandle, what: &str) {
     emu_debug!("connection {}: bad frame: {what}", handle.id);
 }
 
-fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: &[u8]) {
-    let frame = match Frame::decode_bytes(bytes) {
+fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: Bytes) {
+    // A zero-copy view: headers and payload stay slices of `bytes`.
+    let frame = match FrameView::decode_bytes(bytes.clone()) {
         Ok(f) => f,
         Err(e) => return bad_frame(inner, handle, &e.to_string()),
     };
     if frame.method == METHOD_CONTROL {
-        if frame.frame_type() == frame_type::PING {
+        if frame.header(header_key::TYPE) == Some(frame_type::PING) {
             handle.pings.fetch_add(1, Ordering::Relaxed);
             let config = {
                 let mut st = inner.lock();
@@ -302,13 +304,20 @@ fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: &[u8]) {
                 });
                 st.pong_config.unwrap_or(st.client_config)
             };
-            let pong = Frame::pong(&frame, &config.to_json());
+            // The pong echoes the ping's SeqID, LogID and service.
+            let ping = Frame {
+                seq_id: frame.seq_id,
+                log_id: frame.log_id,
+                service: frame.service,
+                ..Frame::default()
+            };
+            let pong = Frame::pong(&ping, &config.to_json());
             handle.send(Outbound::Binary(pong.encode_to_vec().into()));
         }
         // Other control frames from a client (a pong, say) mean nothing to the server.
         return;
     }
-    delivery::on_ack(inner, handle, frame, bytes);
+    delivery::on_ack(inner, handle, &frame, &bytes);
 }
 
 async fn writer(

@@ -20,6 +20,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use super::connection::{bad_frame, ConnHandle, Outbound};
+use super::view::FrameView;
 use super::{emu_debug, now_ms, AckRecord, FragmentOrder, Inner, PushOptions, State};
 use crate::core::frame::{frame_type, header_key, AckPayload, Frame, METHOD_DATA};
 
@@ -215,6 +216,44 @@ pub(crate) fn extract_event_id(payload: &[u8]) -> Option<String> {
     env.header.and_then(|h| h.event_id).or(env.uuid)
 }
 
+/// The exact size [`encode_data_frame`] writes: the frame is allocated at exactly this
+/// size, because `Bytes::from(Vec)` allocates a second block whenever capacity and
+/// length differ.
+fn data_frame_len(
+    seq_id: u64,
+    log_id: u64,
+    service: i32,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) -> usize {
+    use prost::encoding::encoded_len_varint as v;
+    let field = |s: &str| {
+        if s.is_empty() {
+            0
+        } else {
+            1 + v(s.len() as u64) + s.len()
+        }
+    };
+    let headers: usize = headers
+        .iter()
+        .map(|(k, val)| {
+            let inner = field(k) + field(val);
+            1 + v(inner as u64) + inner
+        })
+        .sum();
+    1 + v(seq_id)
+        + 1
+        + v(log_id)
+        + 1
+        + v(service as i64 as u64)
+        + 1
+        + v(METHOD_DATA as u64)
+        + headers
+        + 1
+        + v(payload.len() as u64)
+        + payload.len()
+}
+
 /// Appends one data frame to `out`, byte for byte what `Frame::encode_to_vec` gives for
 /// the same content (a unit test checks it), without building a `Frame` of owned
 /// strings first: pushing is the emulator's hot path.
@@ -281,7 +320,6 @@ pub(crate) fn emit_frames(
 ) -> usize {
     let len = payload.len();
     let n = fragments.clamp(1, len.max(1));
-    let capacity = 96 + message_id.len() + trace_id.len() + frame_type.len();
     if n == 1 {
         // The common case, without the index and number strings.
         let headers = [
@@ -291,7 +329,13 @@ pub(crate) fn emit_frames(
             (header_key::SEQ, "0"),
             (header_key::TRACE_ID, trace_id),
         ];
-        let mut out = Vec::with_capacity(len + capacity);
+        let mut out = Vec::with_capacity(data_frame_len(
+            first_seq_id,
+            log_id,
+            service,
+            &headers,
+            payload,
+        ));
         encode_data_frame(&mut out, first_seq_id, log_id, service, &headers, payload);
         emit(Bytes::from(out));
         return 1;
@@ -313,15 +357,9 @@ pub(crate) fn emit_frames(
             (header_key::SEQ, seq.as_str()),
             (header_key::TRACE_ID, trace_id),
         ];
-        let mut out = Vec::with_capacity(slice.len() + capacity);
-        encode_data_frame(
-            &mut out,
-            first_seq_id + k as u64,
-            log_id,
-            service,
-            &headers,
-            slice,
-        );
+        let seq_id = first_seq_id + k as u64;
+        let mut out = Vec::with_capacity(data_frame_len(seq_id, log_id, service, &headers, slice));
+        encode_data_frame(&mut out, seq_id, log_id, service, &headers, slice);
         emit(Bytes::from(out));
     }
     n
@@ -632,9 +670,16 @@ pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
 }
 
 /// Records an ack (a data frame from a client) and acts on it.
-pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: Frame, raw: &[u8]) {
+pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &[u8]) {
     let payload = frame.payload.as_deref().unwrap_or(&[]);
-    let (code, data) = match AckPayload::parse(payload) {
+    // The bare acks the official clients send are recognised without a JSON parse;
+    // anything else goes through the codec's parser.
+    let parsed = match payload {
+        br#"{"code":200}"# => Ok((200, None)),
+        br#"{"code":500}"# => Ok((500, None)),
+        _ => AckPayload::parse(payload),
+    };
+    let (code, data) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => return bad_frame(inner, conn, &e.to_string()),
     };
@@ -901,6 +946,10 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(ours, reference.encode_to_vec());
+            assert_eq!(
+                ours.len(),
+                data_frame_len(7, 300, service, &headers, payload)
+            );
         }
     }
 
