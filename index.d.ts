@@ -63,7 +63,7 @@ export interface TlsOptions {
 }
 
 export interface DedupeOptions {
-  /** How long a handled event's result is remembered. Default 600000 (10 min). */
+  /** How long a handled event's result is remembered. Default 43200000 (12 h, past Feishu's re-push schedule). */
   ttlMs?: number
   /** At most this many remembered events. Default 10000. */
   maxEntries?: number

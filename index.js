@@ -287,15 +287,9 @@ class FeishuTransport {
   }
 }
 
-module.exports = {
-  FeishuTransport,
-  FeishuTransportError,
-  version: native.version(),
-}
-
-// The emulator ships in the same binary; it is exported when present.
-try {
-  Object.assign(module.exports, require('./emulator.js'))
-} catch (e) {
-  if (e && e.code !== 'MODULE_NOT_FOUND') throw e
-}
+// Plain assignments, so Node's ESM loader can see the named exports of this CommonJS file.
+module.exports.FeishuTransport = FeishuTransport
+module.exports.FeishuTransportError = FeishuTransportError
+module.exports.version = native.version()
+// The emulator ships in the same binary: tests, the demo and users' own integration tests.
+module.exports.FeishuEmulator = require('./emulator.js').FeishuEmulator

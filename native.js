@@ -835,4 +835,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.FeishuEmulator = nativeBinding.FeishuEmulator
+module.exports.NativeTransport = nativeBinding.NativeTransport
 module.exports.version = nativeBinding.version

@@ -2,6 +2,7 @@
 // handler's result; failures ack 500 and the emulator re-delivers.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { startPair, waitFor } from './helpers.mjs'
 
 const sample = (name) => JSON.parse(JSON.stringify(FeishuSamples[name]))
@@ -46,7 +47,7 @@ for (const order of ['in-order', 'reverse', 'shuffle']) {
 }
 
 test("the handler's result becomes the ack's base64 data", async () => {
-  const reply = sample('card-action-reply')
+  const reply = JSON.parse(readFileSync(new URL('../fixtures/events/card-action-reply.json', import.meta.url), 'utf8'))
   const p = await startPair({ onEvent: (e) => (e.eventType === 'card.action.trigger' ? reply : undefined) })
   try {
     const id = p.emulator.pushEvent(sample('card-action-trigger'))

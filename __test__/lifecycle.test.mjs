@@ -65,7 +65,7 @@ test('wrong credentials reject AUTH_FAILED (terminal, feishuCode 514) without re
 test('maxAttempts consecutive failures reject RECONNECT_EXHAUSTED with the last error as cause', async () => {
   const emulator = await FeishuEmulator.start()
   try {
-    emulator.failDiscovery({ count: 100, httpStatus: 503 })
+    emulator.failDiscovery({ count: 100, kind: 'http-status', status: 503 })
     const reconnecting = []
     const t = new FeishuTransport(fastOptions(emulator, {
       reconnect: { initialDelayMs: 5, maxDelayMs: 20, maxAttempts: 3 },

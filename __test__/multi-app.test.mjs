@@ -25,7 +25,7 @@ test("ten transports are independent: one's failure touches no other", async () 
     for (let i = 1; i < 10; i++) assert.deepEqual(seen[i], [apps[i].appId])
     // dropping one app's socket disturbs only that app
     const victim = emulator.connections().find((c) => c.appId === apps[5].appId)
-    emulator.dropConnections({ connectionId: victim.id })
+    emulator.dropConnections(victim.id)
     await waitFor(() => transports[5].status().counters.reconnects === 1 && transports[5].status().connected, { what: 'app 5 reconnected' })
     for (let i = 1; i < 10; i++) if (i !== 5) assert.equal(transports[i].status().counters.reconnects, 0)
     await Promise.all(transports.map((t) => t.close({ force: true })))

@@ -19,7 +19,7 @@ for (const closeFrame of [true, false]) {
     })
     try {
       const first = p.transport.status().connectionId
-      p.emulator.dropConnections({ closeFrame })
+      p.emulator.dropConnections(null, closeFrame)
       await waitFor(() => reconnected === 1, { what: 'onReconnected' })
       assert.equal(reconnecting.length, 1)
       assert.equal(reconnecting[0].attempt, 1)
@@ -38,7 +38,7 @@ for (const closeFrame of [true, false]) {
   })
 }
 
-for (const fault of [{ code: 1 }, { code: 1000040343 }, { httpStatus: 500 }, { body: 'not json' }]) {
+for (const fault of [{ kind: 'code', code: 1 }, { kind: 'code', code: 1000040343 }, { kind: 'http-status', status: 500 }, { kind: 'body', body: 'not json' }]) {
   test(`discovery failure ${JSON.stringify(fault)} is retried until it succeeds`, async () => {
     const emulator = await FeishuEmulator.start()
     try {
@@ -62,7 +62,7 @@ for (const fault of [{ code: 1 }, { code: 1000040343 }, { httpStatus: 500 }, { b
 test('the backoff only resets once a connection proved healthy', async () => {
   const emulator = await FeishuEmulator.start()
   try {
-    emulator.acceptAndClose({ count: 4 })
+    emulator.acceptAndClose(4)
     const delays = []
     const ready = deferred()
     const t = new FeishuTransport(fastOptions(emulator, {

@@ -1,6 +1,8 @@
 //! The only module that knows about JavaScript: classes, option objects, callbacks and
 //! error conversion. Everything here converts and delegates to `core` or `emulator`.
 
+pub mod emulator;
+
 /// The version of this package, for the User-Agent and for diagnostics.
 #[napi_derive::napi]
 pub fn version() -> String {

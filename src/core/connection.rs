@@ -188,6 +188,45 @@ pub struct SessionContext<'a> {
     pub on_healthy: &'a (dyn Fn() + Send + Sync),
 }
 
+/// Counts every dropped frame, but logs at most [`DropLog::BURST`] of them per window and
+/// then one summary, so a flood of hostile frames cannot flood the caller's logs too.
+#[derive(Default)]
+struct DropLog {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl DropLog {
+    const BURST: u32 = 20;
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, counters: &Counters, log: &Log, line: impl FnOnce() -> String) {
+        Counters::bump(&counters.dropped_frames);
+        let now = Instant::now();
+        match self.window_start {
+            Some(start) if now.duration_since(start) < Self::WINDOW => {}
+            _ => {
+                if self.suppressed > 0 {
+                    let n = self.suppressed;
+                    log.warn(|| {
+                        format!("{n} more malformed frame(s) were dropped without a log line each")
+                    });
+                }
+                self.window_start = Some(now);
+                self.logged = 0;
+                self.suppressed = 0;
+            }
+        }
+        if self.logged < Self::BURST {
+            self.logged += 1;
+            log.warn(line);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
 /// A finished handler's ack, ready to write.
 struct ReadyAck {
     frame: Frame,
@@ -220,6 +259,7 @@ pub async fn run_session(
     let max_in_flight = ctx.cfg.max_concurrent_handlers;
     let mut in_flight: usize = 0;
     let mut healthy = false;
+    let mut drops = DropLog::default();
 
     let ping_interval_of = |server: &ServerConfig| {
         ctx.cfg
@@ -229,6 +269,7 @@ pub async fn run_session(
     };
     let ping = Frame::ping(endpoint.service_id).encode_to_vec();
     let mut next_ping = tokio::time::Instant::now();
+    let mut last_ping_at: Option<tokio::time::Instant> = None;
     let mut pong_deadline: Option<tokio::time::Instant> = None;
     let mut next_expiry = tokio::time::Instant::now() + EXPIRY_TICK;
 
@@ -301,8 +342,7 @@ pub async fn run_session(
                         let frame = match Frame::decode_bytes(&bytes) {
                             Ok(f) => f,
                             Err(e) => {
-                                Counters::bump(&counters.dropped_frames);
-                                log.warn(|| format!("dropped an undecodable frame ({} bytes): {e}{conn_tag}", bytes.len()));
+                                drops.note(counters, log, || format!("dropped an undecodable frame ({} bytes): {e}{conn_tag}", bytes.len()));
                                 continue;
                             }
                         };
@@ -322,11 +362,15 @@ pub async fn run_session(
                                                 if *ctx.server != before {
                                                     log.debug(|| format!("server config updated by pong: {:?}{conn_tag}", ctx.server));
                                                     (ctx.on_server_config)(ctx.server);
+                                                    // A new interval counts from the last ping, not
+                                                    // from the one after it.
+                                                    if let Some(sent) = last_ping_at {
+                                                        next_ping = sent + ping_interval_of(ctx.server);
+                                                    }
                                                 }
                                             }
                                             None => {
-                                                Counters::bump(&counters.dropped_frames);
-                                                log.warn(|| format!("ignored a pong whose config is not JSON{conn_tag}"));
+                                                drops.note(counters, log, || format!("ignored a pong whose config is not JSON{conn_tag}"));
                                             }
                                         }
                                     }
@@ -344,24 +388,21 @@ pub async fn run_session(
                                     Ok(Some(c)) => c,
                                     Ok(None) => continue,
                                     Err(e) => {
-                                        Counters::bump(&counters.dropped_frames);
-                                        log.warn(|| format!("dropped a fragment: {e}{conn_tag}"));
+                                        drops.note(counters, log, || format!("dropped a fragment: {e}{conn_tag}"));
                                         continue;
                                     }
                                 };
                                 let payload = match String::from_utf8(complete.payload) {
                                     Ok(s) => s,
                                     Err(_) => {
-                                        Counters::bump(&counters.dropped_frames);
-                                        log.warn(|| format!("dropped event {}: its payload is not UTF-8{conn_tag}", complete.message_id));
+                                        drops.note(counters, log, || format!("dropped event {}: its payload is not UTF-8{conn_tag}", complete.message_id));
                                         continue;
                                     }
                                 };
                                 let meta = match envelope_meta(&payload) {
                                     Ok(m) => m,
                                     Err(e) => {
-                                        Counters::bump(&counters.dropped_frames);
-                                        log.warn(|| format!("dropped event {}: its payload is not a JSON object: {e}{conn_tag}", complete.message_id));
+                                        drops.note(counters, log, || format!("dropped event {}: its payload is not a JSON object: {e}{conn_tag}", complete.message_id));
                                         continue;
                                     }
                                 };
@@ -398,8 +439,7 @@ pub async fn run_session(
                         }
                     }
                     Message::Text(t) => {
-                        Counters::bump(&counters.dropped_frames);
-                        log.warn(|| format!("dropped a text message ({} bytes): the protocol is binary{conn_tag}", t.len()));
+                        drops.note(counters, log, || format!("dropped a text message ({} bytes): the protocol is binary{conn_tag}", t.len()));
                     }
                     Message::Close(frame) => {
                         let why = frame.map(|f| format!("code {}, reason {:?}", u16::from(f.code), f.reason.as_str())).unwrap_or_else(|| "no code".into());
@@ -419,6 +459,7 @@ pub async fn run_session(
                     pong_deadline = Some(now + ctx.cfg.timeouts.pong);
                 }
                 next_ping = now + ping_interval_of(ctx.server);
+                last_ping_at = Some(now);
             }
             _ = tokio::time::sleep_until(pong_deadline.unwrap_or(far)), if pong_deadline.is_some() => {
                 if !reading {

@@ -103,8 +103,10 @@ struct RawClientConfig {
 
 fn positive_secs(v: &Option<serde_json::Value>) -> Option<Duration> {
     let secs = v.as_ref()?.as_f64()?;
-    // Cap at a day: a garbage huge value must not park the ping loop forever.
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+    // The platform sends whole seconds. Anything under one second is treated as garbage
+    // (a 1e-300 PingInterval would otherwise become a zero-length ping loop), and a
+    // huge value is capped at a day so it cannot park the ping loop forever.
+    (secs.is_finite() && secs >= 1.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 impl ServerConfig {
@@ -123,8 +125,7 @@ impl ServerConfig {
 
     /// Parses a pong payload. `None` when it is not a JSON object.
     pub fn from_pong(payload: &[u8]) -> Option<ServerConfig> {
-        // Parsed as a Value first: serde would also accept a JSON array as the struct's
-        // fields in order.
+        // serde would also read a struct from a JSON array; only an object is a config.
         let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
         if !value.is_object() {
             return None;
@@ -198,6 +199,13 @@ pub fn parse_response(
         return Err(TransportError::recoverable(
             ErrorCode::DiscoveryFailed,
             format!("endpoint discovery answered HTTP {http_status}"),
+        ));
+    }
+    let not_object = body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{');
+    if not_object {
+        return Err(TransportError::recoverable(
+            ErrorCode::DiscoveryFailed,
+            "endpoint discovery answered a body that is not a JSON object",
         ));
     }
     let raw: RawResponse = serde_json::from_slice(body).map_err(|e| {
@@ -484,6 +492,12 @@ mod tests {
 
     #[test]
     fn invalid_config_values_are_ignored() {
+        assert_eq!(
+            ServerConfig::from_pong(br#"{"PingInterval":0.001}"#)
+                .unwrap()
+                .ping_interval,
+            None
+        );
         let c = ServerConfig::from_pong(
             br#"{"PingInterval":0,"ReconnectCount":"x","ReconnectInterval":-5,"ReconnectNonce":null}"#,
         )

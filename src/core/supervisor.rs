@@ -126,6 +126,7 @@ impl Transport {
             handler,
             observer,
             log,
+            redactor: self.redactor.clone(),
             control: control_rx,
         };
         let guard = SlotGuard {
@@ -217,7 +218,19 @@ struct Run {
     handler: Arc<dyn EventHandler>,
     observer: Arc<dyn Observer>,
     log: Log,
+    redactor: Arc<Redactor>,
     control: mpsc::UnboundedReceiver<Control>,
+}
+
+/// Removes this transport's secrets from an error and its causes. Patterns (tokens,
+/// `access_key`, `ticket`) are already gone at construction; the app secret is known only
+/// here, and a server may echo it back in a message.
+fn scrub(redactor: &Redactor, mut e: TransportError) -> TransportError {
+    e.message = redactor.redact(&e.message);
+    if let Some(c) = e.cause.take() {
+        e.cause = Some(Box::new(scrub(redactor, *c)));
+    }
+    e
 }
 
 /// A phase of the run raced against the caller's stop.
@@ -390,6 +403,7 @@ impl Run {
             };
 
             // A failure: report it, then give up or wait and retry.
+            let error = scrub(&self.redactor, error);
             self.log.warn(|| format!("{error}"));
             self.observer.error(&error);
             if error.terminal {

@@ -1,0 +1,398 @@
+//! One accepted WebSocket: a reader task (pings, acks) and a writer task fed by an
+//! unbounded channel, so a push never waits for a slow socket.
+//!
+//! Each connection has a mode (`watch`): running, stalled (neither side touches the
+//! socket, which stays open: a half-open peer as the client sees it), or closing. Both
+//! tasks watch it, so a drop or a stall takes effect even in the middle of a write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::view::FrameView;
+use super::{delivery, emu_debug, now_ms, ConnectionInfo, Inner, PingRecord};
+use crate::core::frame::{frame_type, header_key, Frame, METHOD_CONTROL};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How long a goodbye (close frame) may take before the socket is simply dropped: the
+/// peer may not be reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Frames fed before a flush even if more are queued, so one huge burst cannot delay
+/// the first bytes indefinitely.
+const MAX_BATCH: usize = 512;
+
+/// A message for the writer.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Binary(Bytes),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Running,
+    /// Neither task touches the socket; it stays open.
+    Stalled,
+    /// Close: with a WebSocket close frame first, or just drop the TCP socket.
+    Close {
+        frame: bool,
+    },
+    /// The connection is over (read error, peer closed).
+    Ended,
+}
+
+/// The emulator's handle on one live connection.
+pub(crate) struct ConnHandle {
+    /// The device id of the URL; shared, since every ack record names it.
+    pub(crate) id: Arc<str>,
+    pub(crate) app_id: String,
+    pub(crate) service_id: i32,
+    pub(crate) connected_at_ms: u64,
+    pub(crate) pings: AtomicU64,
+    tx: mpsc::UnboundedSender<Outbound>,
+    mode: watch::Sender<Mode>,
+}
+
+impl ConnHandle {
+    pub(crate) fn new(
+        id: String,
+        app_id: String,
+        service_id: i32,
+    ) -> (Arc<ConnHandle>, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (mode, _) = watch::channel(Mode::Running);
+        let handle = Arc::new(ConnHandle {
+            id: id.into(),
+            app_id,
+            service_id,
+            connected_at_ms: now_ms(),
+            pings: AtomicU64::new(0),
+            tx,
+            mode,
+        });
+        (handle, rx)
+    }
+
+    /// Queues a message for the writer. A stalled or closing connection swallows it.
+    pub(crate) fn send(&self, m: Outbound) -> bool {
+        self.tx.send(m).is_ok()
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        *self.mode.borrow()
+    }
+
+    /// Whether pushes may still go here. Stalled connections qualify: Feishu cannot
+    /// tell a half-open peer from a healthy one, and events sent there are lost (and
+    /// re-delivered after the deadline), which is the point of the fault.
+    pub(crate) fn accepts_pushes(&self) -> bool {
+        matches!(self.mode(), Mode::Running | Mode::Stalled)
+    }
+
+    pub(crate) fn close(&self, frame: bool) {
+        self.mode.send_if_modified(|m| {
+            if matches!(m, Mode::Running | Mode::Stalled) {
+                *m = Mode::Close { frame };
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub(crate) fn stall(&self) {
+        self.mode.send_if_modified(|m| {
+            if *m == Mode::Running {
+                *m = Mode::Stalled;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn end(&self) {
+        self.mode.send_if_modified(|m| {
+            if matches!(m, Mode::Running | Mode::Stalled) {
+                *m = Mode::Ended;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub(crate) fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.id.to_string(),
+            app_id: self.app_id.clone(),
+            service_id: self.service_id,
+            connected_at_ms: self.connected_at_ms,
+            pings: self.pings.load(Ordering::Relaxed),
+            stalled: self.mode() == Mode::Stalled,
+        }
+    }
+}
+
+/// Sends a close frame and drops the socket (the accept-and-close fault).
+pub(crate) async fn close_at_once(mut ws: Ws) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = ws.send(Message::Close(Some(normal_close()))).await;
+        let _ = ws.close(None).await;
+    })
+    .await;
+}
+
+fn normal_close() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }
+}
+
+/// Keeps a connection in the live set while alive; dropping it ends the connection's
+/// mode and unregisters it.
+pub(crate) struct Registration {
+    inner: Arc<Inner>,
+    handle: Arc<ConnHandle>,
+}
+
+impl Registration {
+    pub(crate) fn new(inner: Arc<Inner>, handle: Arc<ConnHandle>) -> Registration {
+        Registration { inner, handle }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.handle.end();
+        unregister(&self.inner, &self.handle);
+    }
+}
+
+/// Runs a registered connection until it ends; the registration is dropped at the end.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    registration: Registration,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    ws: Ws,
+) {
+    let handle = registration.handle.clone();
+    inner.conn_changed.notify_waiters();
+    // Deliveries that waited for a connection of this app go out now.
+    delivery::flush_queue(&inner, &handle.app_id);
+
+    let (sink, stream) = ws.split();
+    let writer = {
+        let handle = handle.clone();
+        let mode_rx = handle.mode.subscribe();
+        let guard = inner.task_guard();
+        tokio::spawn(async move {
+            let _guard = guard;
+            writer(&handle, rx, sink, mode_rx).await;
+            // A failed write ends the connection for the reader too.
+            handle.end();
+        })
+    };
+    reader(&inner, &handle, stream).await;
+    handle.end();
+    let _ = writer.await;
+    drop(registration);
+}
+
+/// Removes a connection from the live set (after it ended, or when its 101 could not
+/// be written).
+fn unregister(inner: &Inner, handle: &Arc<ConnHandle>) {
+    {
+        let mut st = inner.lock();
+        if let Some(list) = st.conns.get_mut(&handle.app_id) {
+            list.retain(|c| !Arc::ptr_eq(c, handle));
+            if list.is_empty() {
+                st.conns.remove(&handle.app_id);
+            }
+        }
+    }
+    emu_debug!("connection {} closed", handle.id);
+    inner.conn_changed.notify_waiters();
+}
+
+async fn reader(
+    inner: &Inner,
+    handle: &ConnHandle,
+    mut stream: futures_util::stream::SplitStream<Ws>,
+) {
+    let mut mode_rx = handle.mode.subscribe();
+    loop {
+        let mode = *mode_rx.borrow_and_update();
+        match mode {
+            Mode::Running => {}
+            Mode::Stalled => {
+                // Answer nothing, but keep draining the socket so the peer hanging up is
+                // noticed: otherwise a stalled connection would stay "live" forever and
+                // keep drawing deliveries, which no real server does for long.
+                tokio::select! {
+                    biased;
+                    changed = mode_rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    msg = stream.next() => match msg {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                        Some(Ok(_)) => {}
+                    },
+                }
+                continue;
+            }
+            Mode::Close { .. } | Mode::Ended => return,
+        }
+        tokio::select! {
+            biased;
+            changed = mode_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            msg = stream.next() => match msg {
+                None => return,
+                Some(Err(e)) => {
+                    emu_debug!("connection {}: read error: {e}", handle.id);
+                    return;
+                }
+                Some(Ok(Message::Binary(bytes))) => on_binary(inner, handle, bytes),
+                Some(Ok(Message::Text(_))) => bad_frame(inner, handle, "a text message"),
+                Some(Ok(Message::Close(_))) => return,
+                // RFC 6455 pings are answered by tungstenite itself.
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+pub(crate) fn bad_frame(inner: &Inner, handle: &ConnHandle, what: &str) {
+    inner.lock().stats.bad_frames_received += 1;
+    emu_debug!("connection {}: bad frame: {what}", handle.id);
+}
+
+fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: Bytes) {
+    // A zero-copy view: headers and payload stay slices of `bytes`.
+    let frame = match FrameView::decode_bytes(bytes.clone()) {
+        Ok(f) => f,
+        Err(e) => return bad_frame(inner, handle, &e.to_string()),
+    };
+    if frame.method == METHOD_CONTROL {
+        if frame.header(header_key::TYPE) == Some(frame_type::PING) {
+            handle.pings.fetch_add(1, Ordering::Relaxed);
+            let config = {
+                let mut st = inner.lock();
+                st.stats.pings += 1;
+                st.pings.push(PingRecord {
+                    connection_id: handle.id.to_string(),
+                    service: frame.service,
+                    at_ms: now_ms(),
+                });
+                st.pong_config.unwrap_or(st.client_config)
+            };
+            // The pong echoes the ping's SeqID, LogID and service.
+            let ping = Frame {
+                seq_id: frame.seq_id,
+                log_id: frame.log_id,
+                service: frame.service,
+                ..Frame::default()
+            };
+            let pong = Frame::pong(&ping, &config.to_json());
+            handle.send(Outbound::Binary(pong.encode_to_vec().into()));
+        }
+        // Other control frames from a client (a pong, say) mean nothing to the server.
+        return;
+    }
+    delivery::on_ack(inner, handle, &frame, &bytes);
+}
+
+async fn writer(
+    handle: &ConnHandle,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut mode_rx: watch::Receiver<Mode>,
+) {
+    loop {
+        let mode = *mode_rx.borrow_and_update();
+        match mode {
+            Mode::Running => {}
+            Mode::Stalled => {
+                if mode_rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Mode::Close { frame: true } => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    let _ = sink.send(Message::Close(Some(normal_close()))).await;
+                    let _ = sink.close().await;
+                })
+                .await;
+                return;
+            }
+            // Dropping the halves closes the TCP socket without a goodbye.
+            Mode::Close { frame: false } | Mode::Ended => return,
+        }
+        let first = tokio::select! {
+            biased;
+            changed = mode_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        // Feed everything that is ready, then flush once: one syscall for a burst.
+        let batch = async {
+            sink.feed(to_message(first)).await?;
+            for _ in 1..MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => sink.feed(to_message(m)).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            biased;
+            changed = mode_rx.changed() => {
+                // A drop or stall mid-write: abandon the batch (those frames are lost,
+                // as they would be on a real dying socket).
+                if changed.is_err() {
+                    return;
+                }
+            }
+            written = batch => {
+                if let Err(e) = written {
+                    emu_debug!("connection {}: write error: {e}", handle.id);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn to_message(m: Outbound) -> Message {
+    match m {
+        Outbound::Binary(b) => Message::Binary(b),
+        Outbound::Text(t) => Message::Text(t.into()),
+    }
+}
