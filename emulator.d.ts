@@ -19,7 +19,13 @@ export declare class FeishuEmulator {
   static sampleNames(): Array<string>
   /** The bundled sample payloads, by name. */
   static samples(): Record<string, any>
-  /** The base URL to use as the client's domain: `http://127.0.0.1:<port>`. */
+  /**
+   * Makes a fresh CA and a server certificate it signed, for `hosts` (default
+   * `localhost`, `127.0.0.1`, `::1`): serve with `start({ tls: { certPem, keyPem } })`
+   * and trust `caPem` in the client. For tests only.
+   */
+  static generateTestCertificates(hosts?: Array<string> | undefined | null): EmulatorTestCertificates
+  /** The base URL to use as the client's domain: `http://127.0.0.1:<port>` (`https://…` when serving TLS). */
   get domain(): string
   /** The port the emulator listens on. */
   get port(): number
@@ -251,6 +257,29 @@ export interface EmulatorOptions {
    * forgotten in batches, so up to twice as many are held).
    */
   maxHistory?: number
+  /** Serve `https`/`wss` with this certificate (`domain` becomes `https://…`). */
+  tls?: EmulatorTlsOptions
+}
+
+/** The certificate the emulator serves, as PEM. */
+export interface EmulatorTlsOptions {
+  /** The certificate chain, leaf first. */
+  certPem: string
+  /** Its private key (PKCS#8, PKCS#1 or SEC1). */
+  keyPem: string
+}
+
+/**
+ * A throwaway CA and a server certificate it signed, from
+ * `FeishuEmulator.generateTestCertificates()`.
+ */
+export interface EmulatorTestCertificates {
+  /** The CA certificate: give it to the client (`tls.caPem`). */
+  caPem: string
+  /** The server certificate, for `start({ tls: { certPem, keyPem } })`. */
+  certPem: string
+  /** Its private key. */
+  keyPem: string
 }
 
 /** One protocol ping received. */
@@ -332,6 +361,8 @@ export interface EmulatorStats {
   queued: number
   pings: number
   badFramesReceived: number
+  /** TLS handshakes that failed (a client not trusting the certificate, say). */
+  tlsHandshakeFailures: number
 }
 
 /** Options of the `waitFor…()` methods. */

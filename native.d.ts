@@ -20,11 +20,17 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class FeishuEmulator {
   /** Starts an emulator (by default on 127.0.0.1 and a free port). */
   static start(options?: EmulatorOptions | undefined | null): Promise<FeishuEmulator>
+  /**
+   * Makes a fresh CA and a server certificate it signed, for `hosts` (default
+   * `localhost`, `127.0.0.1`, `::1`): serve with `start({ tls: { certPem, keyPem } })`
+   * and trust `caPem` in the client. For tests only.
+   */
+  static generateTestCertificates(hosts?: Array<string> | undefined | null): EmulatorTestCertificates
   /** The names of the bundled sample payloads (`fixtures/events/*.json`). */
   static sampleNames(): Array<string>
   /** The bundled sample payloads, by name. */
   static samples(): Record<string, any>
-  /** The base URL to use as the client's domain: `http://127.0.0.1:<port>`. */
+  /** The base URL to use as the client's domain: `http://127.0.0.1:<port>` (`https://…` when serving TLS). */
   get domain(): string
   /** The port the emulator listens on. */
   get port(): number
@@ -283,6 +289,8 @@ export interface EmulatorOptions {
    * forgotten in batches, so up to twice as many are held).
    */
   maxHistory?: number
+  /** Serve `https`/`wss` with this certificate (`domain` becomes `https://…`). */
+  tls?: EmulatorTlsOptions
 }
 
 /** One protocol ping received. */
@@ -364,6 +372,29 @@ export interface EmulatorStats {
   queued: number
   pings: number
   badFramesReceived: number
+  /** TLS handshakes that failed (a client not trusting the certificate, say). */
+  tlsHandshakeFailures: number
+}
+
+/**
+ * A throwaway CA and a server certificate it signed, from
+ * `FeishuEmulator.generateTestCertificates()`.
+ */
+export interface EmulatorTestCertificates {
+  /** The CA certificate: give it to the client (`tls.caPem`). */
+  caPem: string
+  /** The server certificate, for `start({ tls: { certPem, keyPem } })`. */
+  certPem: string
+  /** Its private key. */
+  keyPem: string
+}
+
+/** The certificate the emulator serves, as PEM. */
+export interface EmulatorTlsOptions {
+  /** The certificate chain, leaf first. */
+  certPem: string
+  /** Its private key (PKCS#8, PKCS#1 or SEC1). */
+  keyPem: string
 }
 
 /** Options of the `waitFor…()` methods. */
@@ -407,6 +438,15 @@ export interface NativeTransportOptions {
   dedupeTtlMs?: number
   dedupeMaxEntries?: number
   logLevel?: string
+  /**
+   * `'env'` (`proxy: undefined`, the default), `'none'` (`proxy: null`) or `'url'`
+   * (`proxy` holds the URL). Set by `index.js`, which sees undefined and null apart.
+   */
+  proxyMode?: string
+  proxy?: string
+  /** `tls.caPem`, as text (`index.js` decodes a Buffer). */
+  tlsCaPem?: string
+  tlsSystemRoots?: boolean
 }
 
 /** The version of this package, for the User-Agent and for diagnostics. */

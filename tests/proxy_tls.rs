@@ -569,3 +569,52 @@ async fn a_domain_with_a_path_prefix_and_trailing_slash_is_honoured() {
     assert_eq!(fake.discovery_paths(), vec!["/feishu/callback/ws/endpoint"]);
     fake.stop();
 }
+
+#[tokio::test]
+async fn the_emulator_over_tls_through_socks5_delivers_and_acks_events() {
+    use feishu_transport::emulator::{
+        generate_test_certificates, Emulator, EmulatorOptions, EmulatorTls, PushOptions,
+    };
+    let certs = generate_test_certificates(&[]).unwrap();
+    let emu = Emulator::start(EmulatorOptions {
+        tls: Some(EmulatorTls {
+            cert_pem: certs.cert_pem.clone(),
+            key_pem: certs.key_pem.clone(),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(emu.domain().starts_with("https://127.0.0.1:"));
+    let app = emu.apps()[0].clone();
+    let proxy = TestProxy::start(Options::new(Kind::Socks5).auth("erin", PASSWORD)).await;
+    let mut cfg = TransportConfig::new(
+        app.app_id,
+        app.app_secret,
+        Domain::parse(Some(&emu.domain())).unwrap(),
+    );
+    cfg.proxy = fixed(&proxy.url_with(Some(("erin", PASSWORD))));
+    cfg.tls.ca_pem = Some(certs.ca_pem.clone());
+    let transport = Transport::new(cfg).unwrap();
+    let seen = Arc::new(Seen::default());
+    let run = tokio::spawn(
+        transport
+            .start(Arc::new(NoopHandler), Arc::new(Obs(seen.clone())))
+            .unwrap(),
+    );
+    support::wait_for("ready", 10_000, || *seen.ready.lock().unwrap()).await;
+    let id = emu.push_event(
+        br#"{"schema":"2.0","header":{"event_id":"tls-1","event_type":"x"},"event":{}}"#.to_vec(),
+        PushOptions::default(),
+    );
+    let ack = emu
+        .wait_for_ack(&id, Some(200), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ack.code, 200);
+    assert_eq!(proxy.tunnels().len(), 2);
+    assert_eq!(emu.stats().tls_handshake_failures, 0);
+    transport.close(true, None).await;
+    run.await.unwrap().unwrap();
+    emu.close().await;
+}

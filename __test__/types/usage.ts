@@ -19,8 +19,12 @@ async function main(): Promise<void> {
     reconnect: { initialDelayMs: 100, maxDelayMs: 1000, maxAttempts: 5 },
     timeouts: { discoveryMs: 1000, pongMs: 5000 },
     maxConcurrentHandlers: 16,
+    proxy: 'socks5h://user:pass@proxy.corp:1080',
+    tls: { caPem: '-----BEGIN CERTIFICATE-----\n…', systemRoots: true },
     dedupe: { ttlMs: 60_000 },
   })
+  const direct = new FeishuTransport({ appId: 'cli_a1b2c3d4e5f60718', appSecret: 'x', onEvent: () => {}, proxy: null, tls: { caPem: new Uint8Array(0) } })
+  void direct
   const ac = new AbortController()
   const r: { reason: 'closed' | 'aborted' } = await t.start({ signal: ac.signal })
   void r

@@ -57,6 +57,29 @@ pub struct EmulatorOptions {
     /// Ack records and finished events remembered (default 250000; older ones are
     /// forgotten in batches, so up to twice as many are held).
     pub max_history: Option<u32>,
+    /// Serve `https`/`wss` with this certificate (`domain` becomes `https://…`).
+    pub tls: Option<EmulatorTlsOptions>,
+}
+
+/// The certificate the emulator serves, as PEM.
+#[napi(object)]
+pub struct EmulatorTlsOptions {
+    /// The certificate chain, leaf first.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+/// A throwaway CA and a server certificate it signed, from
+/// `FeishuEmulator.generateTestCertificates()`.
+#[napi(object)]
+pub struct EmulatorTestCertificates {
+    /// The CA certificate: give it to the client (`tls.caPem`).
+    pub ca_pem: String,
+    /// The server certificate, for `start({ tls: { certPem, keyPem } })`.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
 }
 
 /// Options of `pushEvent()` / `pushSample()`.
@@ -190,6 +213,8 @@ pub struct EmulatorStats {
     pub queued: f64,
     pub pings: f64,
     pub bad_frames_received: f64,
+    /// TLS handshakes that failed (a client not trusting the certificate, say).
+    pub tls_handshake_failures: f64,
 }
 
 /// What the next discovery requests get instead of a normal answer.
@@ -330,6 +355,10 @@ fn to_rust_options(o: Option<EmulatorOptions>) -> Result<emu::EmulatorOptions> {
     if let Some(n) = o.max_history {
         opts.max_history = n as usize;
     }
+    opts.tls = o.tls.map(|t| emu::EmulatorTls {
+        cert_pem: t.cert_pem,
+        key_pem: t.key_pem,
+    });
     Ok(opts)
 }
 
@@ -402,10 +431,29 @@ impl FeishuEmulator {
     #[napi]
     pub async fn start(options: Option<EmulatorOptions>) -> Result<FeishuEmulator> {
         let opts = to_rust_options(options)?;
-        let inner = emu::Emulator::start(opts)
-            .await
-            .map_err(|e| Error::new(Status::GenericFailure, format!("cannot listen: {e}")))?;
+        let inner = emu::Emulator::start(opts).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                invalid(e.to_string())
+            } else {
+                Error::new(Status::GenericFailure, format!("cannot listen: {e}"))
+            }
+        })?;
         Ok(FeishuEmulator { inner })
+    }
+
+    /// Makes a fresh CA and a server certificate it signed, for `hosts` (default
+    /// `localhost`, `127.0.0.1`, `::1`): serve with `start({ tls: { certPem, keyPem } })`
+    /// and trust `caPem` in the client. For tests only.
+    #[napi]
+    pub fn generate_test_certificates(
+        hosts: Option<Vec<String>>,
+    ) -> Result<EmulatorTestCertificates> {
+        let c = emu::generate_test_certificates(&hosts.unwrap_or_default()).map_err(invalid)?;
+        Ok(EmulatorTestCertificates {
+            ca_pem: c.ca_pem,
+            cert_pem: c.cert_pem,
+            key_pem: c.key_pem,
+        })
     }
 
     /// The names of the bundled sample payloads (`fixtures/events/*.json`).
@@ -430,7 +478,7 @@ impl FeishuEmulator {
             .collect()
     }
 
-    /// The base URL to use as the client's domain: `http://127.0.0.1:<port>`.
+    /// The base URL to use as the client's domain: `http://127.0.0.1:<port>` (`https://…` when serving TLS).
     #[napi(getter)]
     pub fn domain(&self) -> String {
         self.inner.domain()
@@ -631,6 +679,7 @@ impl FeishuEmulator {
             queued: s.queued as f64,
             pings: s.pings as f64,
             bad_frames_received: s.bad_frames_received as f64,
+            tls_handshake_failures: s.tls_handshake_failures as f64,
         }
     }
 

@@ -111,6 +111,11 @@ fn describe(e: &rustls::Error) -> String {
                     "its certificate is not valid yet (check the clock)"
                 }
                 C::Revoked => "its certificate has been revoked",
+                // webpki picks the trusted CA by name: a different CA of the same name
+                // (a regenerated test CA, say) shows up as a bad signature.
+                C::BadSignature => {
+                    "its certificate's signature does not verify against the trusted authority of that name (a different CA with the same name?)"
+                }
                 _ => "its certificate was rejected",
             };
             format!("{why} ({e})")

@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,7 +22,7 @@ use super::view::FrameView;
 use super::{delivery, emu_debug, now_ms, ConnectionInfo, Inner, PingRecord};
 use crate::core::frame::{frame_type, header_key, Frame, METHOD_CONTROL};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<super::tls::EmuStream>;
 
 /// How long a goodbye (close frame) may take before the socket is simply dropped: the
 /// peer may not be reading.

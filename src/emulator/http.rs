@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::faults::{DiscoveryFaultKind, HandshakeFault, HandshakeRejection};
+use super::tls::EmuStream;
 use super::{connection, emu_debug, AppCredentials, ClientConfig, Inner};
 
 /// The discovery path (PROTOCOL.md §2).
@@ -290,8 +291,9 @@ pub(crate) fn issue_url(inner: &Inner, app_id: &str) -> String {
     let device_id = (rand::random::<u64>() >> 1).max(1).to_string();
     let access_key = random_hex(16);
     let ticket = random_ticket();
+    let scheme = if inner.tls.is_some() { "wss" } else { "ws" };
     let url = format!(
-        "ws://{}{WS_PATH}?fpid=493&aid=552564&device_id={device_id}&access_key={access_key}&service_id={}&ticket={ticket}",
+        "{scheme}://{}{WS_PATH}?fpid=493&aid=552564&device_id={device_id}&access_key={access_key}&service_id={}&ticket={ticket}",
         inner.url_authority, inner.service_id
     );
     inner.lock().tickets.insert(
@@ -324,7 +326,7 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                             let token = inner2.shutdown.clone();
                             tokio::select! {
                                 _ = token.cancelled() => {}
-                                _ = serve_socket(inner2, stream) => {}
+                                _ = serve_tcp(inner2, stream) => {}
                             }
                         });
                     }
@@ -339,8 +341,25 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     });
 }
 
+/// TLS first when serving `https`/`wss`, then HTTP. A client that rejects the
+/// certificate (or is not TLS at all) just ends here.
+async fn serve_tcp(inner: Arc<Inner>, stream: TcpStream) {
+    let stream = match inner.tls.clone() {
+        None => EmuStream::Plain(stream),
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(s) => EmuStream::Tls(Box::new(s)),
+            Err(e) => {
+                emu_debug!("TLS handshake failed: {e}");
+                inner.lock().stats.tls_handshake_failures += 1;
+                return;
+            }
+        },
+    };
+    serve_socket(inner, stream).await
+}
+
 /// Reads until a full head is buffered. `Ok(None)` on a clean EOF between requests.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Head>> {
+async fn read_head(stream: &mut EmuStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Head>> {
     loop {
         match parse_head(buf) {
             Ok(Some((head, len))) => {
@@ -375,7 +394,7 @@ enum BodyError {
 
 /// Reads the request body (Content-Length or chunked) out of `buf` and the socket.
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut EmuStream,
     buf: &mut Vec<u8>,
     head: &Head,
 ) -> Result<Vec<u8>, BodyError> {
@@ -400,7 +419,7 @@ async fn read_body(
     Ok(buf.drain(..len).collect())
 }
 
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), BodyError> {
+async fn fill(stream: &mut EmuStream, buf: &mut Vec<u8>) -> Result<(), BodyError> {
     let mut chunk = [0u8; 4096];
     match stream.read(&mut chunk).await {
         Ok(0) | Err(_) => Err(BodyError::Io),
@@ -411,7 +430,7 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), BodyError
     }
 }
 
-async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, BodyError> {
+async fn read_chunked(stream: &mut EmuStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
@@ -456,7 +475,7 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u
 
 /// Waits until the peer goes away (or the emulator closes, via the caller's select):
 /// the "never answer" faults.
-async fn hang(stream: &mut TcpStream) {
+async fn hang(stream: &mut EmuStream) {
     let mut chunk = [0u8; 1024];
     loop {
         match stream.read(&mut chunk).await {
@@ -467,7 +486,7 @@ async fn hang(stream: &mut TcpStream) {
 }
 
 /// Serves HTTP requests on one socket until it closes or turns into a WebSocket.
-async fn serve_socket(inner: Arc<Inner>, mut stream: TcpStream) {
+async fn serve_socket(inner: Arc<Inner>, mut stream: EmuStream) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let head = match read_head(&mut stream, &mut buf).await {
@@ -604,13 +623,13 @@ pub(crate) fn redeem_ticket(
     Some(t.app_id.clone())
 }
 
-async fn reject(inner: &Inner, stream: &mut TcpStream, r: &HandshakeRejection) {
+async fn reject(inner: &Inner, stream: &mut EmuStream, r: &HandshakeRejection) {
     inner.lock().stats.handshakes_rejected += 1;
     let _ = stream.write_all(&rejection_response(r)).await;
     let _ = stream.shutdown().await;
 }
 
-async fn handshake(inner: Arc<Inner>, mut stream: TcpStream, head: Head, leftover: Vec<u8>) {
+async fn handshake(inner: Arc<Inner>, mut stream: EmuStream, head: Head, leftover: Vec<u8>) {
     let query = parse_ws_query(head.query());
     let fault = inner.lock().faults.take_handshake();
     match &fault {

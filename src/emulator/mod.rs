@@ -20,6 +20,7 @@ mod delivery;
 mod faults;
 mod http;
 mod samples;
+mod tls;
 mod view;
 
 use std::collections::{HashMap, VecDeque};
@@ -36,6 +37,7 @@ use crate::core::frame::Frame;
 pub use delivery::PushManyOptions;
 pub use faults::{DiscoveryFault, DiscoveryFaultKind, HandshakeRejection};
 pub use samples::{sample, sample_names, samples};
+pub use tls::{generate_test_certificates, EmulatorTls, TestCertificates, DEFAULT_TEST_HOSTS};
 
 use connection::ConnHandle;
 use delivery::{AckEntry, Deadline, EventState};
@@ -76,6 +78,8 @@ pub struct EmulatorOptions {
     /// starts later, and a late ack of a forgotten event counts as unknown. Pending
     /// events are never forgotten.
     pub max_history: usize,
+    /// Serve `https`/`wss` with this certificate instead of plain `http`/`ws`.
+    pub tls: Option<EmulatorTls>,
 }
 
 impl Default for EmulatorOptions {
@@ -93,6 +97,7 @@ impl Default for EmulatorOptions {
             service_id: DEFAULT_SERVICE_ID,
             max_connections_per_app: 50,
             max_history: 250_000,
+            tls: None,
         }
     }
 }
@@ -280,6 +285,9 @@ pub struct EmulatorStats {
     pub pings: u64,
     /// Text messages, undecodable frames and unparseable acks received.
     pub bad_frames_received: u64,
+    /// TLS handshakes that failed (when serving TLS): typically a client that does not
+    /// trust the certificate.
+    pub tls_handshake_failures: u64,
 }
 
 /// Why a wait failed.
@@ -334,6 +342,8 @@ pub(crate) struct Inner {
     /// Host and port as they appear in issued URLs.
     pub(crate) url_authority: String,
     pub(crate) port: u16,
+    /// Set when serving `https`/`wss`: every accepted socket is TLS first.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) state: Mutex<State>,
     /// Cancelled by `close()` (or the last drop): every task selects on it.
     pub(crate) shutdown: CancellationToken,
@@ -602,6 +612,13 @@ async fn wait_until<T>(
 impl Emulator {
     /// Binds the port and starts serving. Fails only if the address cannot be bound.
     pub async fn start(opts: EmulatorOptions) -> std::io::Result<Emulator> {
+        // Checked before binding, so a bad certificate leaves no port behind.
+        let tls = opts
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()?
+            .map(tokio_rustls::TlsAcceptor::from);
         let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
         let port = listener.local_addr()?.port();
         // A wildcard bind is reachable on loopback; URLs must name a connectable host.
@@ -627,6 +644,7 @@ impl Emulator {
             max_history: opts.max_history,
             url_authority: format!("{url_host}:{port}"),
             port,
+            tls,
             state: Mutex::new(State {
                 client_config: opts.client_config,
                 ..State::default()
@@ -655,9 +673,15 @@ impl Emulator {
         &self.handle.inner
     }
 
-    /// The base URL to give a client as its domain: `http://127.0.0.1:<port>`.
+    /// The base URL to give a client as its domain: `http://127.0.0.1:<port>`, or
+    /// `https://…` when serving TLS.
     pub fn domain(&self) -> String {
-        format!("http://{}", self.inner().url_authority)
+        let scheme = if self.inner().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.inner().url_authority)
     }
 
     pub fn port(&self) -> u16 {
