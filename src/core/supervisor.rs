@@ -67,7 +67,7 @@ pub fn default_tls_config() -> Result<rustls::ClientConfig, TransportError> {
 }
 
 impl Transport {
-    /// Validates `cfg` and prepares the HTTP client; connects nothing.
+    /// Validates `cfg` and prepares the TLS config; connects nothing.
     pub fn new(cfg: TransportConfig) -> Result<Transport, TransportError> {
         cfg.validate()?;
         // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
