@@ -27,6 +27,8 @@ export function fastOptions(emulator, extra = {}) {
     appSecret: emulator.appSecret,
     domain: emulator.domain,
     logLevel: 'silent',
+    // Loopback tests must not depend on the machine's proxy variables.
+    proxy: null,
     reconnect: { initialDelayMs: 20, maxDelayMs: 200, jitter: 0 },
     timeouts: { discoveryMs: 2000, handshakeMs: 2000, pongMs: 2000, closeMs: 500 },
     onEvent: () => {},

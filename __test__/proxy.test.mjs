@@ -79,16 +79,16 @@ test('proxy: undefined uses HTTP_PROXY (for an http:// domain), read at construc
   const proxy = await startProxy()
   try {
     // HTTPS_PROXY is for https targets: it does not apply to the emulator's http:// domain
-    const direct = withProxyEnv({ HTTPS_PROXY: proxy.url }, () => connect(fastOptions(emulator)))
+    const direct = withProxyEnv({ HTTPS_PROXY: proxy.url }, () => connect(fastOptions(emulator, { proxy: undefined })))
     await (await direct).t.close()
     assert.equal(proxy.connections, 0)
 
-    const viaEnv = withProxyEnv({ HTTP_PROXY: proxy.url }, () => connect(fastOptions(emulator)))
+    const viaEnv = withProxyEnv({ HTTP_PROXY: proxy.url }, () => connect(fastOptions(emulator, { proxy: undefined })))
     const { t } = await viaEnv
     assertTunnelled(proxy, emulator)
     await t.close()
 
-    const viaAll = withProxyEnv({ all_proxy: proxy.url }, () => connect(fastOptions(emulator)))
+    const viaAll = withProxyEnv({ all_proxy: proxy.url }, () => connect(fastOptions(emulator, { proxy: undefined })))
     await (await viaAll).t.close()
     assertTunnelled(proxy, emulator, 2)
   } finally {
@@ -102,12 +102,12 @@ test('NO_PROXY bypasses the environment proxy (host, host:port, CIDR, *)', async
   const proxy = await startProxy({ kind: 'socks5' })
   try {
     for (const noProxy of ['127.0.0.1', `127.0.0.1:${emulator.port}`, '10.0.0.0/8,127.0.0.0/8', '*', '.example.com, 127.0.0.1']) {
-      const { t } = await withProxyEnv({ ALL_PROXY: proxy.url, NO_PROXY: noProxy }, () => connect(fastOptions(emulator)))
+      const { t } = await withProxyEnv({ ALL_PROXY: proxy.url, NO_PROXY: noProxy }, () => connect(fastOptions(emulator, { proxy: undefined })))
       await t.close()
       assert.equal(proxy.connections, 0, `NO_PROXY=${noProxy}`)
     }
     // a non-matching entry does not bypass
-    const { t } = await withProxyEnv({ ALL_PROXY: proxy.url, no_proxy: `127.0.0.1:${emulator.port + 1},example.com` }, () => connect(fastOptions(emulator)))
+    const { t } = await withProxyEnv({ ALL_PROXY: proxy.url, no_proxy: `127.0.0.1:${emulator.port + 1},example.com` }, () => connect(fastOptions(emulator, { proxy: undefined })))
     await t.close()
     assertTunnelled(proxy, emulator)
   } finally {

@@ -94,10 +94,10 @@ test('https through proxies: HTTPS_PROXY from the environment, and a TLS proxy t
   const tlsProxy = await startProxy({ kind: 'https', tls: { certPem: certs.certPem, keyPem: certs.keyPem }, auth: { user: 'u', pass: 'p' } })
   try {
     // HTTP_PROXY does not apply to an https:// domain; HTTPS_PROXY does
-    const a = await withProxyEnv({ HTTP_PROXY: plain.url }, () => connect(fastOptions(emulator, { tls: { caPem: certs.caPem } })))
+    const a = await withProxyEnv({ HTTP_PROXY: plain.url }, () => connect(fastOptions(emulator, { proxy: undefined, tls: { caPem: certs.caPem } })))
     await a.t.close()
     assert.equal(plain.connections, 0)
-    const b = await withProxyEnv({ HTTPS_PROXY: plain.url }, () => connect(fastOptions(emulator, { tls: { caPem: certs.caPem } })))
+    const b = await withProxyEnv({ HTTPS_PROXY: plain.url }, () => connect(fastOptions(emulator, { proxy: undefined, tls: { caPem: certs.caPem } })))
     await b.t.close()
     assert.equal(plain.tunnels.length, 2)
 

@@ -104,6 +104,8 @@ async function offline() {
       appId: emulator.appId,
       appSecret: emulator.appSecret,
       domain: emulator.domain,
+      // The emulator is on loopback: never through the machine's proxy variables.
+      proxy: null,
       reconnect: { initialDelayMs: 300, jitter: 0.2 },
     },
     { onCardAction: () => toast },

@@ -22,7 +22,7 @@ export async function runSoak({ events = 20_000, ratePerSec = 1000, seed = Date.
     appId: emulator.appId,
     appSecret: emulator.appSecret,
     domain: emulator.domain,
-    logLevel: 'silent',
+    logLevel: 'silent', proxy: null,
     pingIntervalMs: 200,
     reconnect: { initialDelayMs: 10, maxDelayMs: 200 },
     timeouts: { discoveryMs: 1000, handshakeMs: 1000, pongMs: 400, closeMs: 300 },

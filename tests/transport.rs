@@ -119,6 +119,8 @@ fn config(em: &Emulator) -> TransportConfig {
     cfg.timeouts.pong = Duration::from_millis(500);
     cfg.timeouts.close = Duration::from_millis(300);
     cfg.log_level = LogLevel::Debug;
+    // Loopback tests must not depend on the machine's proxy variables.
+    cfg.proxy = feishu_transport::core::proxy::ProxyMode::Direct;
     cfg
 }
 

@@ -7,7 +7,7 @@ const rssMb = () => process.memoryUsage().rss / 1048576
 ;(async () => {
   const emulator = await FeishuEmulator.start()
   const cycles = Number(process.argv[2] || 500)
-  const t = new FeishuTransport({ appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain, logLevel: 'silent', onEvent: () => {} })
+  const t = new FeishuTransport({ appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain, logLevel: 'silent', proxy: null, onEvent: () => {} })
   const one = async () => {
     let ready
     const connected = new Promise((r) => { ready = r })

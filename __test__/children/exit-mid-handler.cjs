@@ -4,7 +4,7 @@ const { FeishuTransport, FeishuEmulator } = require('../..')
   const emulator = await FeishuEmulator.start()
   let seen = 0
   const t = new FeishuTransport({
-    appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain, logLevel: 'silent',
+    appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain, logLevel: 'silent', proxy: null,
     onEvent: async () => {
       if (++seen === 20) process.exit(7)
       await new Promise((r) => setTimeout(r, 5))

@@ -4,7 +4,7 @@ const { FeishuTransport, FeishuEmulator } = require('../..')
   const emulator = await FeishuEmulator.start()
   let t
   t = new FeishuTransport({
-    appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain, logLevel: 'silent',
+    appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain, logLevel: 'silent', proxy: null,
     onEvent: () => {},
     onReady: async () => {
       await t.close()

@@ -6,7 +6,7 @@ const { FeishuEmulator } = require('../..')
   const worker = new Worker(`
     const { parentPort, workerData } = require('node:worker_threads')
     const { FeishuTransport } = require(workerData.pkg)
-    const t = new FeishuTransport({ appId: workerData.appId, appSecret: workerData.appSecret, domain: workerData.domain, logLevel: 'silent',
+    const t = new FeishuTransport({ appId: workerData.appId, appSecret: workerData.appSecret, domain: workerData.domain, logLevel: 'silent', proxy: null,
       onEvent: () => {}, onReady: () => parentPort.postMessage('ready') })
     t.start()
   `, { eval: true, workerData: { pkg: require.resolve('../..'), appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain } })
