@@ -560,6 +560,10 @@ fn dispatch_event(
         ),
     }
     let started = Instant::now();
+    // Only the headers are needed for the ack: free the last fragment's bytes now, not
+    // when the handler is done.
+    let mut frame = frame;
+    frame.payload = None;
     let message_id = event.message_id.clone();
     let event_type = event.event_type.clone().unwrap_or_default();
     let step = match (dedupe, event.event_id.clone()) {
@@ -610,7 +614,7 @@ fn dispatch_event(
         };
         let biz_rt = started.elapsed().as_millis() as u64;
         let ok = payload != AckPayload::Failed;
-        let ack = Frame::ack(&frame, biz_rt, &payload);
+        let ack = frame.into_ack(biz_rt, &payload);
         if ack_tx.send(ReadyAck { frame: ack, ok }).is_err() {
             log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
         }
