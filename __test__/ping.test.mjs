@@ -16,11 +16,13 @@ test('a ping goes out on connect carrying the service_id of the socket URL', asy
 })
 
 test("a pong's PingInterval changes the ping cadence", async () => {
-  // Discovery says 120 s; pongs say 1 s: a second ping must follow about a second later.
+  // The emulator starts at 120 s and is switched to 1 s (setClientConfig: later pongs and
+  // discovery answers) before the transport connects: a second ping must follow about a
+  // second after the first.
   const { FeishuEmulator, FeishuTransport } = await import('../index.js')
   const { deferred, fastOptions } = await import('./helpers.mjs')
   const emulator = await FeishuEmulator.start({ clientConfig: { pingInterval: 120, reconnectCount: -1, reconnectInterval: 120, reconnectNonce: 30 } })
-  emulator.setPongConfig({ pingInterval: 1, reconnectCount: -1, reconnectInterval: 120, reconnectNonce: 30 })
+  emulator.setClientConfig({ pingInterval: 1, reconnectCount: -1, reconnectInterval: 120, reconnectNonce: 30 })
   const ready = deferred()
   const t = new FeishuTransport(fastOptions(emulator, { onReady: ready.resolve }))
   const running = t.start()
