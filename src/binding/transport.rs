@@ -265,12 +265,9 @@ impl EventBridge {
         // Registered before the text can reach JavaScript, so a settle always finds it.
         self.lock_waiting().insert(seq, tx);
         let text = &mut inbox.text;
-        if text.is_empty() {
-            text.reserve(event.payload.len() + 96);
-            text.push('[');
-        } else {
-            text.push(',');
-        }
+        let trace_len = event.trace_id.as_ref().map_or(4, String::len);
+        text.reserve(event.payload.len() + event.message_id.len() + trace_len + 48);
+        text.push(if text.is_empty() { '[' } else { ',' });
         let _ = write!(text, "[{seq},");
         push_json_string(text, &event.message_id);
         text.push(',');
@@ -290,7 +287,10 @@ impl EventBridge {
     fn take(&self) -> (String, Option<(u64, u64)>) {
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         inbox.scheduled = false;
-        let mut text = std::mem::take(&mut inbox.text);
+        // The next batch starts with room for one like this one, allocated here on the
+        // JS thread, which also frees it after handing it over.
+        let room = (inbox.text.len() + 1).min(1 << 20);
+        let mut text = std::mem::replace(&mut inbox.text, String::with_capacity(room));
         let range = (inbox.next > inbox.first).then(|| (inbox.first, inbox.next - 1));
         inbox.first = inbox.next;
         if text.is_empty() {
@@ -359,14 +359,19 @@ impl EventBridge {
 /// Appends `s` as a JSON string literal.
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Nothing to escape (the usual id): one copy.
+        out.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
             }
-            c => out.push(c),
         }
     }
     out.push('"');
