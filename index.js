@@ -4,6 +4,7 @@
 // FeishuTransportError, wires the AbortSignal, and fans lifecycle notes out to the
 // caller's callbacks, none of which may ever throw back into the transport.
 
+const { isNativeError } = require('node:util').types
 const native = require('./native.js')
 
 /** Error codes whose failures retrying cannot fix. */
@@ -33,6 +34,22 @@ function errorFromJson(e) {
 
 function invalid(message) {
   return new FeishuTransportError('INVALID_CONFIG', message, { terminal: true })
+}
+
+/**
+ * The reason logged for a failed handler: an Error's own message, a thrown string as is,
+ * anything else empty. Read without calling getters or toString, which could throw again.
+ */
+function failureReason(e) {
+  try {
+    if (isNativeError(e)) {
+      const d = Object.getOwnPropertyDescriptor(e, 'message')
+      return d && typeof d.value === 'string' ? d.value : 'JavaScript Error'
+    }
+    return typeof e === 'string' ? e : ''
+  } catch {
+    return ''
+  }
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent']
@@ -215,23 +232,77 @@ class FeishuTransport {
     }
   }
 
-  #onEvent = async (payload, messageId, traceId, receivedAt) => {
-    // Rust checked the payload is a JSON object before calling.
-    const parsed = JSON.parse(payload)
-    const header = parsed.header
-    const event = {
-      payload: parsed,
-      eventType: (header && header.event_type) || (parsed.event && parsed.event.type) || null,
-      eventId: (header && header.event_id) || parsed.uuid || null,
-      messageId,
-      traceId: traceId ?? null,
-      receivedAt,
+  // The per-event hot path. Rust hands over every event that is ready in one call, as
+  // one JSON text `[[seq, messageId, traceId, receivedAt, payload], …]` (each payload is
+  // the envelope as Feishu sent it, already checked to be a JSON object). Handlers are
+  // called in that order; each event is settled by seq: bare 200s in one settleOk() per
+  // microtask turn, replies and failures one by one. A throw, a rejection or a result
+  // JSON cannot serialise acks 500.
+  #okSeqs = []
+  #flushQueued = false
+
+  #onEvents = (batch) => {
+    const events = JSON.parse(batch)
+    const onEvent = this.#options.onEvent
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]
+      const seq = e[0]
+      const parsed = e[4]
+      let result
+      try {
+        const header = parsed.header
+        result = onEvent({
+          payload: parsed,
+          eventType: (header && header.event_type) || (parsed.event && parsed.event.type) || null,
+          eventId: (header && header.event_id) || parsed.uuid || null,
+          messageId: e[1],
+          traceId: e[2],
+          receivedAt: e[3],
+        })
+      } catch (err) {
+        this.#fail(seq, err)
+        continue
+      }
+      if (result instanceof Promise) {
+        result.then((v) => this.#done(seq, v), (err) => this.#fail(seq, err))
+      } else if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
+        // Thenables and plain objects, exactly as `await` would take them.
+        Promise.resolve(result).then((v) => this.#done(seq, v), (err) => this.#fail(seq, err))
+      } else {
+        this.#done(seq, result)
+      }
     }
-    const result = await this.#options.onEvent(event)
-    if (result === undefined || result === null) return null
-    // Throws for BigInt or circular results: the rejection becomes a 500 ack.
-    const json = JSON.stringify(result)
-    return json === undefined ? null : json
+  }
+
+  #done(seq, value) {
+    if (value === undefined || value === null) {
+      this.#okSeqs.push(seq)
+      if (!this.#flushQueued) {
+        this.#flushQueued = true
+        queueMicrotask(this.#flushOk)
+      }
+      return
+    }
+    let json
+    try {
+      // Throws for BigInt or circular results: a 500 ack.
+      json = JSON.stringify(value)
+    } catch (err) {
+      this.#fail(seq, err)
+      return
+    }
+    this.#native.settle(seq, json === undefined ? null : json, null)
+  }
+
+  #fail(seq, err) {
+    this.#native.settle(seq, null, failureReason(err))
+  }
+
+  #flushOk = () => {
+    this.#flushQueued = false
+    const seqs = this.#okSeqs
+    this.#okSeqs = []
+    this.#native.settleOk(Float64Array.from(seqs))
   }
 
   /**
@@ -250,7 +321,7 @@ class FeishuTransport {
       }
       return Promise.resolve({ reason: 'aborted' })
     }
-    const running = this.#native.start(this.#onEvent, this.#onLifecycle)
+    const running = this.#native.start(this.#onEvents, this.#onLifecycle)
     let onAbort
     if (signal) {
       onAbort = () => { this.#native.abort() }

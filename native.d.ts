@@ -129,9 +129,19 @@ export declare class NativeTransport {
   constructor(options: NativeTransportOptions)
   /**
    * Starts a run. The promise settles when the run ends: `{ reason }` after close or
-   * abort, `{ error }` (JSON) when it failed or was already started.
+   * abort, `{ error }` (JSON) when it failed or was already started. `onEvents` gets
+   * every ready event in one JSON text `[[seq, messageId, traceId, receivedAt,
+   * payload], …]` and settles each by `seq` with `settle()` or `settleOk()`.
    */
-  start(onEvent: (payload: string, messageId: string, traceId: string | null, receivedAt: number) => Promise<string | null | undefined>, onLifecycle: (kind: string, json: string) => void): Promise<NativeRunResult>
+  start(onEvents: (batch: string) => void, onLifecycle: (kind: string, json: string) => void): Promise<NativeRunResult>
+  /**
+   * Settles one event handed to `onEvents`: `error` (the handler threw or rejected,
+   * or its result could not be serialised) acks 500, otherwise `json` (the handler's
+   * result as JSON, or null) is the ack's data. Unknown `seq`s are ignored.
+   */
+  settle(seq: number, json?: string | undefined | null, error?: string | undefined | null): void
+  /** Settles events whose handlers returned nothing (a bare 200), many at once. */
+  settleOk(seqs: Float64Array): void
   /** Stops the run (if any) and resolves once it has ended. */
   close(force?: boolean | undefined | null, drainMs?: number | undefined | null): Promise<void>
   /** Stops the run as an AbortSignal does; `start()` resolves `{ reason: 'aborted' }`. */

@@ -3,34 +3,35 @@
 //! plain values; `index.js` turns those into the public `FeishuTransport` API (errors as
 //! `FeishuTransportError`, the AbortSignal, the callback fan-out).
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::threadsafe_function::{
+    ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
+};
 use napi_derive::napi;
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use crate::core::backoff::BackoffPolicy;
 use crate::core::config::{LogLevel, TransportConfig};
 use crate::core::dedupe::DedupeConfig;
 use crate::core::endpoint::Domain;
 use crate::core::error::TransportError;
-use crate::core::events::{EventHandler, HandlerFuture, InboundEvent, Observer};
+use crate::core::events::{EventHandler, HandlerFuture, HandlerResult, InboundEvent, Observer};
 use crate::core::proxy::{ProxyMode, ProxyUrl};
 use crate::core::status::StatusSnapshot;
 use crate::core::supervisor::Transport;
 
-/// Arguments of the internal event callback: `(payload, messageId, traceId, receivedAt)`.
-/// The payload crosses as the JSON text Feishu sent; JavaScript parses it, which is
-/// cheaper than building the object property by property through napi.
-type EventArgs = FnArgs<(String, String, Option<String>, f64)>;
-
 /// The internal event callback as Rust sees it: weak (it never keeps Node alive by
-/// itself), `CalleeHandled = false` (plain arguments), resolving to the JSON text of the
-/// handler's result or `null`.
-type EventCallback =
-    ThreadsafeFunction<EventArgs, Promise<Option<String>>, EventArgs, Status, false, true>;
+/// itself), `CalleeHandled = false` (plain arguments). One call hands JavaScript every
+/// event queued since the previous call, as one JSON text (see [`EventBridge`]); its
+/// return value is ignored: results come back through `settle`/`settleOk`.
+type EventCallback = ThreadsafeFunction<(), UnknownReturnValue, String, Status, false, true>;
 
 /// Arguments of the internal lifecycle callback: `(kind, json)`.
 type LifecycleArgs = FnArgs<(String, String)>;
@@ -214,45 +215,222 @@ pub struct NativeRunResult {
 #[napi]
 pub struct NativeTransport {
     inner: Arc<Transport>,
+    /// The event bridge of the current (or last) run; `settle*` find it here.
+    bridge: Mutex<Weak<EventBridge>>,
+}
+
+/// Events queued for the next JavaScript call, already as JSON text.
+#[derive(Default)]
+struct Inbox {
+    /// `[[seq, messageId, traceId, receivedAt, payload],…` without the closing `]`;
+    /// empty when nothing is queued. Built here, on the connection's thread, so the
+    /// event's own strings are freed where they were allocated (glibc frees from another
+    /// thread take that thread's arena lock) and the JS thread only copies one string.
+    text: String,
+    /// The `seq`s queued in `text`: `first..next` (`take()` moves `first` up to `next`).
+    first: u64,
+    next: u64,
+    /// A threadsafe call is queued that will take `text`.
+    scheduled: bool,
+}
+
+/// Hashes `u64` sequence numbers: a multiply, instead of SipHash.
+#[derive(Default)]
+struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Waiting = HashMap<u64, oneshot::Sender<HandlerResult>, BuildHasherDefault<SeqHasher>>;
+
+/// The per-event hot path between the connection and JavaScript, for one run.
+///
+/// `handle()` appends the event to the inbox text and, unless a threadsafe call is
+/// already queued, queues one: every event that is ready when JavaScript runs crosses in
+/// that one call, as one JSON text `[[seq, messageId, traceId, receivedAt, payload], …]`
+/// (the payload spliced in as Feishu sent it: one string to create and one `JSON.parse`
+/// per batch). JavaScript calls the handlers in that order and settles each event by
+/// `seq` through `NativeTransport.settle()` / `settleOk()`, which completes the future
+/// the connection awaits. No napi promise, no JS function object and no reference per
+/// event.
+#[derive(Default)]
+struct EventBridge {
+    inbox: Mutex<Inbox>,
+    /// Queued or handed to JavaScript, not settled yet.
+    waiting: Mutex<Waiting>,
+    /// The `seq` range of the batch being handed over right now (JS thread only), so a
+    /// throw out of the batch callback can fail what it did not settle.
+    current: Mutex<Option<(u64, u64)>>,
+}
+
+const GONE: &str = "the JavaScript environment went away before the handler finished";
+
+impl EventBridge {
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues one event; true when the caller must queue a threadsafe call.
+    fn push(&self, event: InboundEvent, tx: oneshot::Sender<HandlerResult>) -> bool {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = inbox.next;
+        inbox.next += 1;
+        // Registered before the text can reach JavaScript, so a settle always finds it.
+        self.lock_waiting().insert(seq, tx);
+        let text = &mut inbox.text;
+        let trace_len = event.trace_id.as_ref().map_or(4, String::len);
+        text.reserve(event.payload.len() + event.message_id.len() + trace_len + 48);
+        text.push(if text.is_empty() { '[' } else { ',' });
+        let _ = write!(text, "[{seq},");
+        push_json_string(text, &event.message_id);
+        text.push(',');
+        match &event.trace_id {
+            Some(t) => push_json_string(text, t),
+            None => text.push_str("null"),
+        }
+        let _ = write!(text, ",{},", event.received_at_ms);
+        // Checked by the connection to be one JSON object (by serde_json, which is
+        // stricter than JSON.parse), so it splices in as one array element.
+        text.push_str(&event.payload);
+        text.push(']');
+        !std::mem::replace(&mut inbox.scheduled, true)
+    }
+
+    /// Takes the queued text (closed) and its `seq` range.
+    fn take(&self) -> (String, Option<(u64, u64)>) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        inbox.scheduled = false;
+        // The next batch starts with room for one like this one, allocated here on the
+        // JS thread, which also frees it after handing it over.
+        let room = (inbox.text.len() + 1).min(1 << 20);
+        let mut text = std::mem::replace(&mut inbox.text, String::with_capacity(room));
+        let range = (inbox.next > inbox.first).then(|| (inbox.first, inbox.next - 1));
+        inbox.first = inbox.next;
+        if text.is_empty() {
+            text.push('[');
+        }
+        text.push(']');
+        (text, range)
+    }
+
+    /// Fails everything queued (the threadsafe call could not be queued).
+    fn fail_queued(&self, reason: &str) {
+        let (_, range) = self.take();
+        self.fail_range(range, reason);
+    }
+
+    /// On the JS thread: the batch's JSON text.
+    fn take_batch(&self) -> String {
+        let (text, range) = self.take();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = range;
+        text
+    }
+
+    fn settle(&self, seq: u64, result: HandlerResult) {
+        let tx = self.lock_waiting().remove(&seq);
+        if let Some(tx) = tx {
+            // The receiver is gone when the connection ended meanwhile: nothing to ack.
+            let _ = tx.send(result);
+        }
+    }
+
+    fn settle_ok(&self, seqs: &[f64]) {
+        let mut ready = Vec::with_capacity(seqs.len());
+        {
+            let mut waiting = self.lock_waiting();
+            for &seq in seqs {
+                if let Some(tx) = waiting.remove(&(seq as u64)) {
+                    ready.push(tx);
+                }
+            }
+        }
+        for tx in ready {
+            let _ = tx.send(Ok(None));
+        }
+    }
+
+    fn fail_range(&self, range: Option<(u64, u64)>, reason: &str) {
+        if let Some((first, last)) = range {
+            for seq in first..=last {
+                self.settle(seq, Err(reason.to_string()));
+            }
+        }
+    }
+
+    /// The batch callback threw (it catches every handler's throw, so this is an
+    /// engine-level failure): fail whatever of that batch is still unsettled.
+    fn fail_current(&self, reason: &str) {
+        let range = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.fail_range(range, reason);
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Nothing to escape (the usual id): one copy.
+        out.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+    }
+    out.push('"');
 }
 
 struct JsHandler {
     callback: EventCallback,
+    bridge: Arc<EventBridge>,
 }
 
 impl EventHandler for JsHandler {
     fn handle(&self, event: InboundEvent) -> HandlerFuture {
-        let args: EventArgs = (
-            event.payload,
-            event.message_id,
-            event.trace_id,
-            event.received_at_ms as f64,
-        )
-            .into();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // Queued here, synchronously, so handlers are called in arrival order. The
-        // with-callback variant hands a synchronous throw to us as an Err (plain
-        // `call_async` would route it to napi_fatal_exception and kill the process).
-        let status = self.callback.call_with_return_value(
-            args,
-            ThreadsafeFunctionCallMode::NonBlocking,
-            move |ret: Result<Promise<Option<String>>>, _env| {
-                let _ = tx.send(ret);
-                Ok(())
-            },
-        );
-        Box::pin(async move {
+        let (tx, rx) = oneshot::channel();
+        // Queued here, synchronously, so handlers are called in arrival order.
+        if self.bridge.push(event, tx) {
+            let bridge = self.bridge.clone();
+            // The with-callback variant hands a synchronous throw to us as an Err (plain
+            // `call` would route it to napi_fatal_exception and kill the process).
+            let status = self.callback.call_with_return_value(
+                (),
+                ThreadsafeFunctionCallMode::NonBlocking,
+                move |ret: Result<UnknownReturnValue>, _env| {
+                    if let Err(e) = ret {
+                        bridge.fail_current(&e.reason);
+                    }
+                    Ok(())
+                },
+            );
             if status != Status::Ok {
-                return Err(format!("the event callback could not be called ({status})"));
+                self.bridge.fail_queued(&format!(
+                    "the event callback could not be called ({status})"
+                ));
             }
-            let promise = rx
-                .await
-                .map_err(|_| {
-                    "the JavaScript environment went away before the handler ran".to_string()
-                })?
-                .map_err(|e| e.reason.clone())?;
-            promise.await.map_err(|e| e.reason.clone())
-        })
+        }
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(GONE.to_string())) })
     }
 }
 
@@ -318,32 +496,40 @@ impl NativeTransport {
                 napi::bindgen_prelude::spawn(close);
             }
         });
-        Ok(NativeTransport { inner })
+        Ok(NativeTransport {
+            inner,
+            bridge: Mutex::new(Weak::new()),
+        })
     }
 
     /// Starts a run. The promise settles when the run ends: `{ reason }` after close or
-    /// abort, `{ error }` (JSON) when it failed or was already started.
+    /// abort, `{ error }` (JSON) when it failed or was already started. `onEvents` gets
+    /// every ready event in one JSON text `[[seq, messageId, traceId, receivedAt,
+    /// payload], …]` and settles each by `seq` with `settle()` or `settleOk()`.
     #[napi(
-        ts_args_type = "onEvent: (payload: string, messageId: string, traceId: string | null, receivedAt: number) => Promise<string | null | undefined>, onLifecycle: (kind: string, json: string) => void",
+        ts_args_type = "onEvents: (batch: string) => void, onLifecycle: (kind: string, json: string) => void",
         ts_return_type = "Promise<NativeRunResult>"
     )]
     pub fn start<'env>(
         &self,
         env: &'env Env,
-        on_event: Function<'env, EventArgs, Promise<Option<String>>>,
+        on_events: Function<'env, String, UnknownReturnValue>,
         on_lifecycle: Function<'env, LifecycleArgs, ()>,
     ) -> Result<PromiseRaw<'env, NativeRunResult>> {
-        let callback: EventCallback = on_event
-            .build_threadsafe_function::<EventArgs>()
+        let bridge = Arc::new(EventBridge::default());
+        let drain = bridge.clone();
+        let callback: EventCallback = on_events
+            .build_threadsafe_function::<()>()
             .weak::<true>()
             .callee_handled::<false>()
-            .build()?;
+            .build_callback(move |_ctx: ThreadsafeCallContext<()>| Ok(drain.take_batch()))?;
         let lifecycle: LifecycleCallback = on_lifecycle
             .build_threadsafe_function::<LifecycleArgs>()
             .weak::<true>()
             .callee_handled::<false>()
             .build()?;
-        let handler = Arc::new(JsHandler { callback });
+        *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&bridge);
+        let handler = Arc::new(JsHandler { callback, bridge });
         let observer = Arc::new(JsObserver {
             callback: lifecycle,
         });
@@ -366,6 +552,38 @@ impl NativeTransport {
                 },
             })
         })
+    }
+
+    /// Settles one event handed to `onEvents`: `error` (the handler threw or rejected,
+    /// or its result could not be serialised) acks 500, otherwise `json` (the handler's
+    /// result as JSON, or null) is the ack's data. Unknown `seq`s are ignored.
+    #[napi]
+    pub fn settle(&self, seq: f64, json: Option<String>, error: Option<String>) {
+        if let Some(bridge) = self
+            .bridge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+        {
+            let result = match error {
+                Some(reason) => Err(reason),
+                None => Ok(json),
+            };
+            bridge.settle(seq as u64, result);
+        }
+    }
+
+    /// Settles events whose handlers returned nothing (a bare 200), many at once.
+    #[napi]
+    pub fn settle_ok(&self, seqs: Float64ArraySlice<'_>) {
+        if let Some(bridge) = self
+            .bridge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+        {
+            bridge.settle_ok(&seqs);
+        }
     }
 
     /// Stops the run (if any) and resolves once it has ended.

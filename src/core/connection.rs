@@ -5,9 +5,12 @@
 //! handler that finishes later has nowhere to send its ack, so an ack can never leak onto
 //! the next socket (the event is re-delivered there instead).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -247,6 +250,7 @@ pub async fn run_session(
 ) -> SessionEnd {
     let (mut sink, mut stream) = ws.split();
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<ReadyAck>();
+    let handler_tasks = spawn_handler_driver();
     let counters = &ctx.status.counters;
     let log = ctx.log;
     let conn_tag = endpoint
@@ -431,6 +435,7 @@ pub async fn run_session(
                                     log,
                                     ctx.cfg.slow_handler_warning,
                                     ack_tx.clone(),
+                                    &handler_tasks,
                                 );
                             }
                             other => {
@@ -506,9 +511,42 @@ where
     .await;
 }
 
+/// The rest of one event after its JavaScript call is queued: await the handler, settle
+/// dedupe, hand the ack to the session.
+type HandlerTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts the task that drives a session's [`HandlerTask`]s, and returns its inbox. One
+/// task polls them all: a `tokio::spawn` per event cost an over-aligned allocation and a
+/// lock of the runtime's task list each, and a wake-up per event. Like spawned tasks,
+/// the handlers outlive the session: the driver ends once its inbox is closed (the
+/// session is gone) and every handler has finished, so a handler still running when the
+/// socket drops still settles dedupe for the re-delivery.
+fn spawn_handler_driver() -> mpsc::UnboundedSender<HandlerTask> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<HandlerTask>();
+    tokio::spawn(async move {
+        let mut running = FuturesUnordered::new();
+        let mut open = true;
+        while open || !running.is_empty() {
+            tokio::select! {
+                task = rx.recv(), if open => match task {
+                    Some(t) => {
+                        running.push(t);
+                        while let Ok(t) = rx.try_recv() {
+                            running.push(t);
+                        }
+                    }
+                    None => open = false,
+                },
+                Some(()) = running.next(), if !running.is_empty() => {}
+            }
+        }
+    });
+    tx
+}
+
 /// Decides, on the session task, what one event needs (a handler call, a remembered
 /// result, or a wait for the same event in flight) and queues the JavaScript call right
-/// away, so handlers are invoked in arrival order; the rest runs in its own task.
+/// away, so handlers are invoked in arrival order; the rest runs on the handler driver.
 #[allow(clippy::too_many_arguments)]
 fn dispatch_event(
     event: InboundEvent,
@@ -519,6 +557,7 @@ fn dispatch_event(
     log: &Log,
     slow_after: Duration,
     ack_tx: mpsc::UnboundedSender<ReadyAck>,
+    tasks: &mpsc::UnboundedSender<HandlerTask>,
 ) {
     enum Step {
         Run(Option<DedupeGuard<AckPayload>>, HandlerFuture),
@@ -530,6 +569,10 @@ fn dispatch_event(
         ),
     }
     let started = Instant::now();
+    // Only the headers are needed for the ack: free the last fragment's bytes now, not
+    // when the handler is done.
+    let mut frame = frame;
+    frame.payload = None;
     let message_id = event.message_id.clone();
     let event_type = event.event_type.clone().unwrap_or_default();
     let step = match (dedupe, event.event_id.clone()) {
@@ -547,7 +590,7 @@ fn dispatch_event(
     let handler = handler.clone();
     let status = status.clone();
     let log = log.clone();
-    tokio::spawn(async move {
+    let task = async move {
         let payload = match step {
             Step::Done(v) => v,
             Step::Run(guard, fut) => {
@@ -580,11 +623,13 @@ fn dispatch_event(
         };
         let biz_rt = started.elapsed().as_millis() as u64;
         let ok = payload != AckPayload::Failed;
-        let ack = Frame::ack(&frame, biz_rt, &payload);
+        let ack = frame.into_ack(biz_rt, &payload);
         if ack_tx.send(ReadyAck { frame: ack, ok }).is_err() {
             log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
         }
-    });
+    };
+    // The driver lives as long as this sender; it cannot be gone here.
+    let _ = tasks.send(Box::pin(task));
 }
 
 /// Remembers a success for re-deliveries; a failure is never remembered.

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 /// How long and how many successful results are remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,17 +36,15 @@ impl Default for DedupeConfig {
     }
 }
 
-#[derive(Clone)]
-enum Outcome<V> {
-    Pending,
-    Succeeded(V),
-    Failed,
-}
+/// What a waiter learns: `Some(value)` after a success, `None` after a failure.
+type Outcome<V> = Option<V>;
 
 enum Entry<V> {
     InFlight {
         generation: u64,
-        outcome: watch::Receiver<Outcome<V>>,
+        /// Deliveries waiting for this one's outcome. Empty (no allocation) in the
+        /// common case of no re-delivery mid-flight, so claiming a key costs no channel.
+        waiters: Vec<oneshot::Sender<Outcome<V>>>,
     },
     Done {
         generation: u64,
@@ -155,11 +153,11 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
         let cfg = &self.shared.cfg;
         let mut state = self.shared.lock();
         state.sweep(now, cfg);
-        match state.entries.get(key) {
-            Some(Entry::InFlight { outcome, .. }) => {
-                return Begin::Wait(WaitHandle {
-                    outcome: outcome.clone(),
-                })
+        match state.entries.get_mut(key) {
+            Some(Entry::InFlight { waiters, .. }) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                return Begin::Wait(WaitHandle { outcome: rx });
             }
             Some(Entry::Done { value, at, .. }) => {
                 if now.saturating_duration_since(*at) < cfg.ttl {
@@ -171,21 +169,20 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
             }
             None => {}
         }
-        let (tx, rx) = watch::channel(Outcome::Pending);
         let generation = state.next_generation;
         state.next_generation += 1;
         state.entries.insert(
             key.to_owned(),
             Entry::InFlight {
                 generation,
-                outcome: rx,
+                waiters: Vec::new(),
             },
         );
         Begin::Run(DedupeGuard {
             shared: Arc::clone(&self.shared),
             key: key.to_owned(),
             generation,
-            outcome: Some(tx),
+            finished: false,
         })
     }
 
@@ -205,8 +202,7 @@ pub struct DedupeGuard<V: Clone + Send + Sync + 'static> {
     shared: Arc<Shared<V>>,
     key: String,
     generation: u64,
-    /// `None` once finished.
-    outcome: Option<watch::Sender<Outcome<V>>>,
+    finished: bool,
 }
 
 impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
@@ -226,45 +222,51 @@ impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
     }
 
     fn finish(&mut self, success: Option<(V, Instant)>) {
-        let Some(tx) = self.outcome.take() else {
+        if std::mem::replace(&mut self.finished, true) {
             return;
-        };
-        {
+        }
+        let waiters = {
             let cfg = &self.shared.cfg;
             let mut state = self.shared.lock();
             let ours = matches!(
                 state.entries.get(&self.key),
                 Some(Entry::InFlight { generation, .. }) if *generation == self.generation
             );
-            if ours {
-                match &success {
-                    Some((value, at)) => {
-                        state.entries.insert(
-                            self.key.clone(),
-                            Entry::Done {
-                                generation: self.generation,
-                                value: value.clone(),
-                                at: *at,
-                            },
-                        );
-                        state.done += 1;
-                        state
-                            .finished
-                            .push_back((std::mem::take(&mut self.key), self.generation));
-                        state.sweep(*at, cfg);
-                    }
-                    None => {
-                        state.entries.remove(&self.key);
+            match (ours, &success) {
+                (false, _) => Vec::new(),
+                (true, Some((value, at))) => {
+                    let done = Entry::Done {
+                        generation: self.generation,
+                        value: value.clone(),
+                        at: *at,
+                    };
+                    // Replaced in place: no key copy.
+                    let old = state
+                        .entries
+                        .get_mut(&self.key)
+                        .map(|e| std::mem::replace(e, done));
+                    state.done += 1;
+                    state
+                        .finished
+                        .push_back((std::mem::take(&mut self.key), self.generation));
+                    state.sweep(*at, cfg);
+                    match old {
+                        Some(Entry::InFlight { waiters, .. }) => waiters,
+                        _ => Vec::new(),
                     }
                 }
+                (true, None) => match state.entries.remove(&self.key) {
+                    Some(Entry::InFlight { waiters, .. }) => waiters,
+                    _ => Vec::new(),
+                },
             }
-        }
+        };
         // The map is updated before waiters wake, so one that retries after a failure
         // finds the key free and can become the runner.
-        tx.send_replace(match success {
-            Some((value, _)) => Outcome::Succeeded(value),
-            None => Outcome::Failed,
-        });
+        let outcome = success.map(|(value, _)| value);
+        for w in waiters {
+            let _ = w.send(outcome.clone());
+        }
     }
 }
 
@@ -276,22 +278,14 @@ impl<V: Clone + Send + Sync + 'static> Drop for DedupeGuard<V> {
 
 /// A claim on the outcome of an event in flight elsewhere.
 pub struct WaitHandle<V: Clone + Send + Sync + 'static> {
-    outcome: watch::Receiver<Outcome<V>>,
+    outcome: oneshot::Receiver<Outcome<V>>,
 }
 
 impl<V: Clone + Send + Sync + 'static> WaitHandle<V> {
     /// `Some(v)`: the first delivery succeeded with `v`. `None`: it failed or was dropped;
     /// call [`Dedupe::begin`] again (this caller may then become the runner).
-    pub async fn wait(mut self) -> Option<V> {
-        let outcome = self
-            .outcome
-            .wait_for(|o| !matches!(o, Outcome::Pending))
-            .await
-            .ok()?;
-        match &*outcome {
-            Outcome::Succeeded(value) => Some(value.clone()),
-            Outcome::Pending | Outcome::Failed => None,
-        }
+    pub async fn wait(self) -> Option<V> {
+        self.outcome.await.ok().flatten()
     }
 }
 

@@ -58,8 +58,10 @@ pub struct EnvelopeMeta {
     pub event_id: Option<String>,
 }
 
-/// Reads the dispatch fields without building the whole JSON tree: unknown fields are
-/// skipped by serde, so this costs one scan of the payload.
+/// Reads the dispatch fields without building the JSON tree: unknown fields are skipped
+/// by serde, and `event` is kept as raw text (a slice of the payload) that is parsed only
+/// for a v1 envelope, so a v2 event costs one scan of the payload and no allocation for
+/// its body.
 pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta, serde_json::Error> {
     #[derive(Deserialize)]
     struct Header {
@@ -72,14 +74,15 @@ pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta, serde_json::Error> {
         kind: Option<serde_json::Value>,
     }
     #[derive(Deserialize)]
-    struct Envelope {
+    struct Envelope<'a> {
         header: Option<Header>,
         uuid: Option<serde_json::Value>,
-        event: Option<serde_json::Value>,
+        #[serde(borrow)]
+        event: Option<&'a serde_json::value::RawValue>,
     }
-    let env: Envelope = serde_json::from_str(payload)?;
+    let env: Envelope<'_> = serde_json::from_str(payload)?;
     let v1_type = || {
-        let ev: Event = serde_json::from_value(env.event.clone()?).ok()?;
+        let ev: Event = serde_json::from_str(env.event?.get()).ok()?;
         ev.kind?.as_str().map(str::to_string)
     };
     let (event_type, event_id) = match &env.header {
@@ -121,6 +124,23 @@ mod tests {
         let m = envelope_meta("{}").unwrap();
         assert!(m.event_type.is_none() && m.event_id.is_none());
         assert!(envelope_meta("[1]").is_err());
+        // `event` of any JSON type is accepted; only an object's string `type` counts.
+        let m =
+            envelope_meta(r#"{"uuid":"u1","event":{"type":"t","x":[1,{"y":"\\u00e9"}]}}"#).unwrap();
+        assert_eq!(m.event_type.as_deref(), Some("t"));
+        assert_eq!(m.event_id.as_deref(), Some("u1"));
+        for body in [
+            r#"{"event":null}"#,
+            r#"{"event":3}"#,
+            r#"{"event":"s"}"#,
+            r#"{"event":{"type":7}}"#,
+        ] {
+            let m = envelope_meta(body).unwrap();
+            assert!(m.event_type.is_none(), "{body}");
+        }
+        let m = envelope_meta(r#"{"header":{"event_id":"e"},"event":{"type":"v1"}}"#).unwrap();
+        assert_eq!(m.event_type.as_deref(), Some("v1"));
+        assert!(envelope_meta(r#"{"header":{},"event":{"type":"t"}"#).is_err());
         assert!(envelope_meta("nope").is_err());
     }
 }

@@ -1,0 +1,22 @@
+// The benchmark in its CI form: `node bench/run.mjs --quick --no-write` (one round of
+// every scenario, small counts, both clients). Its figures are printed, never asserted:
+// this only proves the run completes and both clients deliver every event (run.mjs exits
+// non-zero otherwise).
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+const run = fileURLToPath(new URL('../bench/run.mjs', import.meta.url))
+
+test('the quick benchmark completes and both clients deliver every event', { timeout: 180_000 }, async () => {
+  const child = spawn(process.execPath, [run, '--quick', '--no-write'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout.on('data', (d) => { out += d; process.stdout.write(d) })
+  child.stderr.on('data', (d) => { out += d; process.stderr.write(d) })
+  const code = await new Promise((resolve) => child.on('exit', resolve))
+  assert.equal(code, 0, `bench/run.mjs --quick exited ${code}`)
+  assert.match(out, /bench: completed/)
+  assert.doesNotMatch(out, /Delivery problems/)
+  for (const n of [1, 2, 3, 4, 5, 6]) assert.match(out, new RegExp(`Scenario ${n}:`))
+})

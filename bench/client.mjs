@@ -1,0 +1,135 @@
+// The benchmark's client process: N clients of one kind, connected to the emulator of
+// bench/emulator-server.mjs, each with a no-op handler that only counts.
+//
+//   node bench/client.mjs --client official|native --domain http://127.0.0.1:PORT \
+//     --apps cli_…:secret,cli_…:secret [--transports N] [--initial-delay-ms 100]
+//
+// `--transports N` starts N clients in this process, client i on app i mod apps.length.
+// It reports `{ready}` over IPC once every client is connected (onReady), then answers:
+//   begin → {}                 (a CPU and wall-clock mark)
+//   end   → {cpuMs, wallMs, handled, rssBytes, peakRssBytes}   since the last begin
+//   exit  → closes every client (force) and exits
+// CPU is this process's own (process.cpuUsage(): every thread, the addon's included);
+// the peak RSS is the kernel's VmHWM of this process.
+import { readFileSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
+import { createRequire } from 'node:module'
+import { parseArgs } from 'node:util'
+
+const require = createRequire(import.meta.url)
+
+const { values: args } = parseArgs({
+  options: {
+    client: { type: 'string' },
+    domain: { type: 'string' },
+    apps: { type: 'string' },
+    transports: { type: 'string', default: '1' },
+    'initial-delay-ms': { type: 'string', default: '100' },
+  },
+})
+
+const kind = args.client
+const n = Number(args.transports)
+const apps = args.apps.split(',').map((s) => {
+  const [appId, appSecret] = s.split(':')
+  return { appId, appSecret }
+})
+
+let handled = 0
+const clients = []
+
+function vm(field) {
+  const m = readFileSync('/proc/self/status', 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'))
+  return m ? Number(m[1]) * 1024 : null
+}
+
+async function startOfficial() {
+  const Lark = require('@larksuiteoapi/node-sdk')
+  const ready = []
+  for (let i = 0; i < n; i++) {
+    const app = apps[i % apps.length]
+    let onReady
+    ready.push(new Promise((resolve) => { onReady = resolve }))
+    const client = new Lark.WSClient({
+      appId: app.appId,
+      appSecret: app.appSecret,
+      domain: args.domain,
+      loggerLevel: Lark.LoggerLevel.error,
+      onReady,
+    })
+    const dispatcher = new Lark.EventDispatcher({ loggerLevel: Lark.LoggerLevel.error }).register({
+      'im.message.receive_v1': async () => { handled++ },
+    })
+    client.start({ eventDispatcher: dispatcher })
+    clients.push({ close: async () => client.close({ force: true }) })
+  }
+  await Promise.all(ready)
+}
+
+async function startNative() {
+  // BENCH_NATIVE_MODULE: a snapshot of index.js + native.js + the .node elsewhere, to
+  // compare two builds of the hot path in one session (bench/NOTES.md).
+  const { FeishuTransport } = require(process.env.BENCH_NATIVE_MODULE || '../index.js')
+  const ready = []
+  for (let i = 0; i < n; i++) {
+    const app = apps[i % apps.length]
+    let onReady
+    ready.push(new Promise((resolve) => { onReady = resolve }))
+    const t = new FeishuTransport({
+      appId: app.appId,
+      appSecret: app.appSecret,
+      domain: args.domain,
+      logLevel: 'error',
+      reconnect: { initialDelayMs: Number(args['initial-delay-ms']) },
+      onEvent: async () => { handled++ },
+      onReady,
+    })
+    const running = t.start()
+    running.catch((e) => { console.error(`native transport failed: ${e && e.message}`); process.exit(3) })
+    clients.push({ close: async () => { await t.close({ force: true }); await running } })
+  }
+  await Promise.all(ready)
+}
+
+let cpuMark = process.cpuUsage()
+let wallMark = performance.now()
+let handledMark = 0
+
+const commands = {
+  begin() {
+    cpuMark = process.cpuUsage()
+    wallMark = performance.now()
+    handledMark = handled
+    return {}
+  },
+  end() {
+    const d = process.cpuUsage(cpuMark)
+    return {
+      cpuMs: (d.user + d.system) / 1000,
+      wallMs: performance.now() - wallMark,
+      handled: handled - handledMark,
+      handledTotal: handled,
+      rssBytes: process.memoryUsage.rss(),
+      peakRssBytes: vm('VmHWM'),
+    }
+  },
+  async exit() {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})))
+    setImmediate(() => process.exit(0))
+    return {}
+  },
+}
+
+process.on('message', async (msg) => {
+  try {
+    const result = await commands[msg.cmd]()
+    process.send({ id: msg.id, ok: true, result })
+  } catch (e) {
+    process.send({ id: msg.id, ok: false, error: String(e && e.stack ? e.stack : e) })
+  }
+})
+process.on('disconnect', () => process.exit(0))
+
+const t0 = performance.now()
+await (kind === 'official' ? startOfficial() : startNative())
+process.send({ ready: true, connectMs: performance.now() - t0 })

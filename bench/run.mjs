@@ -1,0 +1,534 @@
+// `npm run bench`: the official @larksuiteoapi/node-sdk WSClient against FeishuTransport,
+// side by side in one run. The emulator runs in its own process (bench/emulator-server.mjs)
+// and pushes from Rust; each client runs in a fresh process of its own (bench/client.mjs)
+// that measures its own CPU and peak RSS. Every scenario alternates the clients (official,
+// native, official, native, …) for several rounds and reports medians, because the
+// machine is shared and noisy.
+//
+//   node bench/run.mjs                 # the full run; writes bench/RESULTS.md and bench/ratios.svg
+//   node bench/run.mjs --quick         # the CI smoke: 1 round, small counts (< 2 min)
+//   node bench/run.mjs --no-write      # print only
+//   node bench/run.mjs --only 1,3      # some scenarios only (never writes)
+//   node bench/run.mjs --rounds 5      # more rounds
+//
+// It exits non-zero if a client failed to deliver every event or a step timed out.
+// Targets are reported (PASS/MISS), never asserted.
+import { fork, execFileSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+const { values: argv } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    'no-write': { type: 'boolean', default: false },
+    only: { type: 'string' },
+    rounds: { type: 'string' },
+  },
+})
+const quick = argv.quick
+const only = argv.only ? new Set(argv.only.split(',').map(Number)) : null
+const write = !argv['no-write'] && !only
+
+/** The native transport's reconnect policy in the recovery scenario (and everywhere). */
+const INITIAL_DELAY_MS = 100
+/** The ClientConfig of the recovery scenario: the official SDK waits random(0..nonce) s. */
+const RECOVERY_CLIENT_CONFIG = { reconnectNonce: 1, reconnectInterval: 1 }
+const KINDS = ['official', 'native']
+
+const FULL = {
+  rounds: 3,
+  s1: { counts: { official: 20_000, native: 100_000 }, warmup: 2_000, payloadBytes: 512, fragments: 1, maxInFlight: 256 },
+  s2: { counts: { official: 1_200, native: 6_000 }, warmup: 60, payloadBytes: 200 * 1024, fragments: 4, maxInFlight: 32 },
+  s3: { count: 10_000, ratePerSec: 1_000, skip: 100, warmup: 500 },
+  s4: { idleMs: 30_000, settleMs: 1_000 },
+  s5: { drops: 5, gapMs: 300 },
+  s6: { transports: 10, counts: { official: 20_000, native: 100_000 }, warmup: 2_000, payloadBytes: 512, maxInFlight: 256 },
+}
+const QUICK = {
+  rounds: 1,
+  s1: { counts: { official: 2_000, native: 2_000 }, warmup: 200, payloadBytes: 512, fragments: 1, maxInFlight: 256 },
+  s2: { counts: { official: 60, native: 60 }, warmup: 4, payloadBytes: 200 * 1024, fragments: 4, maxInFlight: 32 },
+  s3: { count: 1_000, ratePerSec: 1_000, skip: 100, warmup: 100 },
+  s4: { idleMs: 2_000, settleMs: 300 },
+  s5: { drops: 1, gapMs: 200 },
+  s6: { transports: 10, counts: { official: 2_000, native: 2_000 }, warmup: 200, payloadBytes: 512, maxInFlight: 256 },
+}
+const cfg = quick ? QUICK : FULL
+if (argv.rounds) cfg.rounds = Number(argv.rounds)
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+function rpc(child, name) {
+  let next = 1
+  const waiting = new Map()
+  let readyResolve
+  const ready = new Promise((resolve) => { readyResolve = resolve })
+  child.on('message', (m) => {
+    if (m.ready) return readyResolve(m)
+    const w = waiting.get(m.id)
+    if (!w) return
+    waiting.delete(m.id)
+    if (m.ok) w.resolve(m.result)
+    else w.reject(new Error(`${name}: ${m.error}`))
+  })
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => {
+    for (const w of waiting.values()) w.reject(new Error(`${name} exited (code ${code}, signal ${signal})`))
+    waiting.clear()
+    resolve(code)
+  }))
+  const call = (cmd, params = {}, timeoutMs = 600_000) => new Promise((resolve, reject) => {
+    const id = next++
+    const timer = setTimeout(() => {
+      waiting.delete(id)
+      reject(new Error(`${name}: '${cmd}' timed out after ${timeoutMs} ms`))
+    }, timeoutMs)
+    waiting.set(id, {
+      resolve: (v) => { clearTimeout(timer); resolve(v) },
+      reject: (e) => { clearTimeout(timer); reject(e) },
+    })
+    child.send({ id, cmd, ...params })
+  })
+  return { call, ready, exited, child }
+}
+
+function withTimeout(promise, ms, what) {
+  let timer
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms) }),
+  ])
+}
+
+const server = rpc(fork(path.join(here, 'emulator-server.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), 'emulator')
+await withTimeout(server.ready, 30_000, 'emulator process start')
+
+async function spawnClient(kind, domain, apps, transports = 1) {
+  const args = [
+    '--client', kind, '--domain', domain,
+    '--apps', apps.map((a) => `${a.appId}:${a.appSecret}`).join(','),
+    '--transports', String(transports),
+    '--initial-delay-ms', String(INITIAL_DELAY_MS),
+  ]
+  const c = rpc(fork(path.join(here, 'client.mjs'), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), `${kind} client`)
+  const r = await withTimeout(Promise.race([c.ready, c.exited.then((code) => { throw new Error(`${kind} client exited early (code ${code})`) })]), 60_000, `${kind} client start`)
+  c.connectMs = r.connectMs
+  return c
+}
+
+async function stopClient(c) {
+  await c.call('exit', {}, 20_000).catch(() => c.child.kill('SIGKILL'))
+  await withTimeout(c.exited, 20_000, 'client exit').catch(() => c.child.kill('SIGKILL'))
+}
+
+/** Ten app ids the official SDK accepts (`cli_` + 16 hex digits). */
+function makeApps(n) {
+  return Array.from({ length: n }, (_, i) => ({ appId: `cli_b0e1c2d3e4f5a6${(0x10 + i).toString(16)}`, appSecret: `bench-secret-${i}` }))
+}
+
+async function startEmulator(apps, clientConfig) {
+  return server.call('start', { options: { apps, clientConfig, ackDeadlineMs: 60_000, maxRedeliveries: 3 } })
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios. Each returns one round's figures for one client.
+
+const problems = []
+
+function checkDelivery(label, count, push, client) {
+  const ok = push.pending === 0 && push.acksOk >= count && client.handled >= count
+  if (!ok) problems.push(`${label}: ${client.handled} handled, ${push.acksOk} acked 200, ${push.pending} pending of ${count}`)
+  return ok
+}
+
+/** Pushes `count` events at a connected client and measures both sides. */
+async function loadRound(label, kind, { apps, transports = 1, count, warmup, payloadBytes, fragments = 1, maxInFlight, ratePerSec, latencySkip }) {
+  const { domain } = await startEmulator(apps)
+  const client = await spawnClient(kind, domain, apps, transports)
+  try {
+    await server.call('waitConnections', { n: transports })
+    const appIds = apps.map((a) => a.appId)
+    if (warmup) {
+      // Not measured: lets both JITs warm up on the same path.
+      await server.call('warmMany', { count: warmup, payloadBytes, fragments, maxInFlight: maxInFlight || 256, apps: appIds })
+    }
+    const before = await client.call('end')
+    await client.call('begin')
+    const push = await server.call('push', {
+      count, payloadBytes, fragments, maxInFlight, ratePerSec, apps: appIds, timeoutMs: 300_000,
+      latency: latencySkip !== undefined ? { skip: latencySkip + (warmup || 0) } : undefined,
+    })
+    const c = await client.call('end')
+    const delivered = checkDelivery(`${label} ${kind}`, count, push, c)
+    return {
+      count,
+      delivered,
+      eventsPerSec: push.eventsPerSec,
+      elapsedMs: push.elapsedMs,
+      cpuMsPer1k: (c.cpuMs / count) * 1000,
+      cpuMs: c.cpuMs,
+      peakRssMB: c.peakRssBytes / 2 ** 20,
+      rssAfterWarmupMB: before.rssBytes / 2 ** 20,
+      emulatorCpuMs: push.emulatorCpuMs,
+      redeliveries: push.redeliveries,
+      latency: push.latency,
+    }
+  } finally {
+    await stopClient(client)
+  }
+}
+
+const scenarios = [
+  {
+    n: 1,
+    name: 'Burst of 512-byte events',
+    describe: (s) => `${s.counts.official.toLocaleString('en')} (official) / ${s.counts.native.toLocaleString('en')} (native) events of ${s.payloadBytes} B per round after ${s.warmup} warm-up events, at most ${s.maxInFlight} in flight (emulator \`pushMany\`)`,
+    run: (kind, s) => loadRound('scenario 1', kind, { apps: makeApps(1), count: s.counts[kind], warmup: s.warmup, payloadBytes: s.payloadBytes, fragments: s.fragments, maxInFlight: s.maxInFlight }),
+  },
+  {
+    n: 2,
+    name: '200 KB events in 4 fragments',
+    describe: (s) => `${s.counts.official.toLocaleString('en')} (official) / ${s.counts.native.toLocaleString('en')} (native) events of ${s.payloadBytes / 1024} KB in ${s.fragments} fragments per round after ${s.warmup} warm-up events, at most ${s.maxInFlight} in flight`,
+    run: (kind, s) => loadRound('scenario 2', kind, { apps: makeApps(1), count: s.counts[kind], warmup: s.warmup, payloadBytes: s.payloadBytes, fragments: s.fragments, maxInFlight: s.maxInFlight }),
+  },
+  {
+    n: 3,
+    name: 'Ack latency at 1 000 events/s',
+    describe: (s) => `${s.count.toLocaleString('en')} events of 512 B at ${s.ratePerSec} events/s per round after ${s.warmup} warm-up events; latency = push of the event's last fragment → its 200 ack at the emulator; the first ${s.skip} measured acks discarded`,
+    run: (kind, s) => loadRound('scenario 3', kind, { apps: makeApps(1), count: s.count, warmup: s.warmup, payloadBytes: 512, ratePerSec: s.ratePerSec, latencySkip: s.skip }),
+  },
+  {
+    n: 4,
+    name: 'Idle',
+    describe: (s) => `connected, one event handled, ${s.settleMs} ms settle, then ${s.idleMs / 1000} s idle; CPU % = client CPU time / wall time (server ping interval 120 s, as Feishu's default)`,
+    run: async (kind, s) => {
+      const apps = makeApps(1)
+      const { domain } = await startEmulator(apps)
+      const client = await spawnClient(kind, domain, apps)
+      try {
+        await server.call('waitConnections', { n: 1 })
+        await server.call('warm', { apps: [apps[0].appId] })
+        await new Promise((r) => setTimeout(r, s.settleMs))
+        await client.call('begin')
+        await new Promise((r) => setTimeout(r, s.idleMs))
+        const c = await client.call('end')
+        return { idleCpuPct: (c.cpuMs / c.wallMs) * 100, cpuMs: c.cpuMs, wallMs: c.wallMs, peakRssMB: c.peakRssBytes / 2 ** 20 }
+      } finally {
+        await stopClient(client)
+      }
+    },
+  },
+  {
+    n: 5,
+    name: 'Recovery after a dropped socket',
+    describe: (s) => `${s.drops} drop(s) per round, ${s.gapMs} ms apart: the emulator closes the socket (close frame) and, once the old connection is gone, pushes a probe event every 5 ms until one is acked 200; recovery = drop → the first 200 ack (probes pushed while no socket is up wait in the emulator and are delivered the moment a socket connects). Probes the client received but never acked within 1 s are counted as dropped at reconnect (Feishu would re-deliver them only after its ack deadline). Native: \`reconnect: {initialDelayMs: ${INITIAL_DELAY_MS}}\` (jitter ±20 %, the default). Official: the server's ClientConfig \`ReconnectNonce: ${RECOVERY_CLIENT_CONFIG.reconnectNonce}\` s, \`ReconnectInterval: ${RECOVERY_CLIENT_CONFIG.reconnectInterval}\` s, so it waits random(0..${RECOVERY_CLIENT_CONFIG.reconnectNonce * 1000}) ms before reconnecting (Feishu's default nonce is 30 s); both clients see the same config`,
+    run: async (kind, s) => {
+      const apps = makeApps(1)
+      const { domain } = await startEmulator(apps, RECOVERY_CLIENT_CONFIG)
+      const client = await spawnClient(kind, domain, apps)
+      try {
+        await server.call('waitConnections', { n: 1 })
+        await server.call('warm', { apps: [apps[0].appId] })
+        const times = []
+        let lost = 0
+        let probes = 0
+        for (let i = 0; i < s.drops; i++) {
+          await new Promise((r) => setTimeout(r, s.gapMs))
+          const r = await server.call('recovery', { timeoutMs: 30_000 }, 40_000)
+          if (r.dropped < 1) problems.push(`scenario 5 ${kind}: no connection to drop`)
+          times.push(r.ms)
+          lost += r.lost
+          probes += r.probes
+          await server.call('waitConnections', { n: 1 })
+        }
+        return { recoveryMs: median(times), recoveryAll: times, probes, lost }
+      } finally {
+        await stopClient(client)
+      }
+    },
+  },
+  {
+    n: 6,
+    name: 'Ten transports in one process',
+    describe: (s) => `${s.transports} apps, ${s.transports} clients of one kind in one process; ${s.counts.official.toLocaleString('en')} (official) / ${s.counts.native.toLocaleString('en')} (native) events of ${s.payloadBytes} B spread evenly over the apps, at most ${s.maxInFlight} in flight in total (${Math.floor(s.maxInFlight / s.transports)} per app)`,
+    run: (kind, s) => loadRound('scenario 6', kind, { apps: makeApps(s.transports), transports: s.transports, count: s.counts[kind], warmup: s.warmup, payloadBytes: s.payloadBytes, maxInFlight: s.maxInFlight }),
+  },
+]
+
+// ---------------------------------------------------------------------------------------
+// Statistics and reporting
+
+function median(xs) {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
+  if (v.length === 0) return null
+  const m = Math.floor(v.length / 2)
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
+}
+
+function pick(rounds, f) {
+  return median(rounds.map(f))
+}
+
+function fmt(x, digits = 0) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return '–'
+  return x.toLocaleString('en', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+function fmtRatio(r) {
+  if (r === null || !Number.isFinite(r)) return '–'
+  if (r >= 100) return `${fmt(r, 0)}×`
+  if (r >= 10) return `${fmt(r, 1)}×`
+  return `${fmt(r, 2)}×`
+}
+
+/** Metric rows of a scenario: [label, value(rounds), digits, better ('higher'|'lower')]. */
+const METRICS = {
+  1: [
+    ['events/s', (r) => pick(r, (x) => x.eventsPerSec), 0, 'higher'],
+    ['client CPU ms / 1 000 events', (r) => pick(r, (x) => x.cpuMsPer1k), 1, 'lower'],
+    ['peak RSS MB', (r) => pick(r, (x) => x.peakRssMB), 1, 'lower'],
+    ['emulator CPU ms / 1 000 events', (r) => pick(r, (x) => (x.emulatorCpuMs / x.count) * 1000), 1, null],
+  ],
+  2: [
+    ['events/s', (r) => pick(r, (x) => x.eventsPerSec), 0, 'higher'],
+    ['client CPU ms / 1 000 events', (r) => pick(r, (x) => x.cpuMsPer1k), 0, 'lower'],
+    ['peak RSS MB', (r) => pick(r, (x) => x.peakRssMB), 1, 'lower'],
+    ['emulator CPU ms / 1 000 events', (r) => pick(r, (x) => (x.emulatorCpuMs / x.count) * 1000), 0, null],
+  ],
+  3: [
+    ['ack latency p50 ms', (r) => pick(r, (x) => x.latency && x.latency.p50Us / 1000), 2, 'lower'],
+    ['ack latency p99 ms', (r) => pick(r, (x) => x.latency && x.latency.p99Us / 1000), 2, 'lower'],
+    ['ack latency max ms', (r) => pick(r, (x) => x.latency && x.latency.maxUs / 1000), 2, 'lower'],
+    ['client CPU ms / 1 000 events', (r) => pick(r, (x) => x.cpuMsPer1k), 1, 'lower'],
+    ['peak RSS MB', (r) => pick(r, (x) => x.peakRssMB), 1, 'lower'],
+  ],
+  4: [
+    ['idle CPU %', (r) => pick(r, (x) => x.idleCpuPct), 3, 'lower'],
+    ['client CPU ms in the idle window', (r) => pick(r, (x) => x.cpuMs), 1, 'lower'],
+    ['peak RSS MB', (r) => pick(r, (x) => x.peakRssMB), 1, 'lower'],
+  ],
+  5: [
+    ['recovery ms (median of all drops)', (r) => median(r.flatMap((x) => x.recoveryAll)), 0, 'lower'],
+    ['recovery ms, max', (r) => Math.max(...r.flatMap((x) => x.recoveryAll)), 0, 'lower'],
+    ['probes dropped by the client at reconnect (total)', (r) => r.reduce((a, x) => a + x.lost, 0), 0, null],
+  ],
+  6: [
+    ['events/s (all apps)', (r) => pick(r, (x) => x.eventsPerSec), 0, 'higher'],
+    ['client CPU ms / 1 000 events', (r) => pick(r, (x) => x.cpuMsPer1k), 1, 'lower'],
+    ['peak RSS MB', (r) => pick(r, (x) => x.peakRssMB), 1, 'lower'],
+  ],
+}
+
+function scenarioTable(n, rounds) {
+  const rows = []
+  for (const [label, f, digits, better] of METRICS[n]) {
+    const o = f(rounds.official)
+    const v = f(rounds.native)
+    const ratio = o && v !== null ? v / o : null
+    rows.push({ label, official: o, native: v, ratio, digits, better })
+  }
+  return rows
+}
+
+function targets(tables) {
+  const get = (n, label) => tables[n] && tables[n].find((r) => r.label === label)
+  const t = []
+  const add = (name, row, ok, shown) => t.push({ name, ok: row ? ok : null, shown: row ? shown : 'not run' })
+  let r = get(1, 'events/s')
+  add('Scenario 1 throughput ≥ 5× official', r, r && r.ratio >= 5, r && fmtRatio(r.ratio))
+  r = get(1, 'client CPU ms / 1 000 events')
+  add('Scenario 1 client CPU per event ≤ 1/5 of official', r, r && r.ratio <= 0.2, r && `${fmtRatio(r.ratio)} (${fmt(r.native, 1)} vs ${fmt(r.official, 1)} ms / 1 000)`)
+  r = get(2, 'events/s')
+  add('Scenario 2 throughput ≥ 5× official', r, r && r.ratio >= 5, r && fmtRatio(r.ratio))
+  r = get(3, 'ack latency p99 ms')
+  add('p99 ack latency at 1 000/s ≤ 2 ms and below official', r, r && r.native <= 2 && r.native < r.official, r && `${fmt(r.native, 2)} ms vs ${fmt(r.official, 2)} ms`)
+  const rss = [1, 2, 3, 6].map((n) => [n, get(n, 'peak RSS MB')]).filter(([, x]) => x)
+  t.push({
+    name: 'Peak RSS below official at the same load (scenarios 1, 2, 3, 6)',
+    ok: rss.length ? rss.every(([, x]) => x.native < x.official) : null,
+    shown: rss.length ? rss.map(([n, x]) => `S${n}: ${fmt(x.native, 0)} vs ${fmt(x.official, 0)} MB`).join('; ') : 'not run',
+  })
+  r = get(4, 'idle CPU %')
+  add('Idle CPU ≤ 0.1 %', r, r && r.native <= 0.1, r && `${fmt(r.native, 3)} %`)
+  r = get(5, 'recovery ms (median of all drops)')
+  add(`Recovery median ≤ initialDelayMs + 100 = ${INITIAL_DELAY_MS + 100} ms`, r, r && r.native <= INITIAL_DELAY_MS + 100, r && `${fmt(r.native, 0)} ms (official ${fmt(r.official, 0)} ms)`)
+  return t
+}
+
+function machine() {
+  const sh = (cmd, args) => { try { return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() } catch { return 'unknown' } }
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8')
+  const model = (cpuinfo.match(/^model name\s*:\s*(.*)$/m) || [])[1] || 'unknown'
+  const mem = (readFileSync('/proc/meminfo', 'utf8').match(/^MemTotal:\s+(\d+) kB/m) || [])[1]
+  return {
+    nproc: sh('nproc', []),
+    cpu: model,
+    memory: mem ? `${(Number(mem) / 2 ** 20).toFixed(1)} GiB` : 'unknown',
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    rust: sh('rustc', ['--version']),
+    sdk: JSON.parse(readFileSync(path.join(here, '..', 'node_modules', '@larksuiteoapi', 'node-sdk', 'package.json'), 'utf8')).version,
+    addon: JSON.parse(readFileSync(path.join(here, '..', 'package.json'), 'utf8')).version,
+    commit: sh('git', ['-C', path.join(here, '..'), 'rev-parse', '--short', 'HEAD']),
+    loadStart: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The SVG chart: native/official per metric, log scale, green where native is better.
+
+function svgChart(rowsByScenario, meta) {
+  const bars = []
+  for (const [n, rows] of rowsByScenario) {
+    for (const row of rows) {
+      if (!row.better || row.ratio === null || !Number.isFinite(row.ratio) || row.ratio <= 0) continue
+      if (row.label.includes('in the idle window') || row.label.includes(', max')) continue
+      bars.push({ label: `S${n} ${row.label}`, ratio: row.ratio, better: row.better })
+    }
+  }
+  const W = 900
+  const rowH = 26
+  const left = 330
+  const right = 70
+  const top = 64
+  const plotW = W - left - right
+  const minL = -2 // 0.01×
+  const maxL = 2 // 100×
+  const H = top + bars.length * rowH + 60
+  const x = (r) => left + ((Math.min(maxL, Math.max(minL, Math.log10(r))) - minL) / (maxL - minL)) * plotW
+  const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+  const out = []
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`)
+  out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`)
+  out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">feishu-transport vs @larksuiteoapi/node-sdk WSClient: native / official (log scale)</text>`)
+  out.push(`<text x="${W / 2}" y="40" text-anchor="middle" fill="#555">green: native better (↑ higher is better, ↓ lower is better); medians of ${esc(meta.rounds)} round(s), ${esc(meta.date)}, ${esc(meta.nproc)} cores</text>`)
+  for (let l = minL; l <= maxL; l++) {
+    const gx = x(10 ** l)
+    out.push(`<line x1="${gx}" y1="${top - 6}" x2="${gx}" y2="${top + bars.length * rowH}" stroke="${l === 0 ? '#333' : '#ddd'}" stroke-width="${l === 0 ? 1.5 : 1}"/>`)
+    out.push(`<text x="${gx}" y="${top + bars.length * rowH + 16}" text-anchor="middle" fill="#555">${10 ** l}×</text>`)
+  }
+  bars.forEach((b, i) => {
+    const y = top + i * rowH
+    const good = b.better === 'higher' ? b.ratio > 1 : b.ratio < 1
+    const x0 = x(1)
+    const x1 = x(b.ratio)
+    const capped = Math.log10(b.ratio) > maxL || Math.log10(b.ratio) < minL
+    out.push(`<text x="${left - 8}" y="${y + 17}" text-anchor="end">${esc(b.label)} ${b.better === 'higher' ? '↑' : '↓'}</text>`)
+    out.push(`<rect x="${Math.min(x0, x1)}" y="${y + 5}" width="${Math.max(1, Math.abs(x1 - x0))}" height="${rowH - 10}" fill="${good ? '#2e9d5b' : '#d0453a'}"/>`)
+    const tx = x1 >= x0 ? x1 + 4 : x1 - 4
+    out.push(`<text x="${tx}" y="${y + 17}" text-anchor="${x1 >= x0 ? 'start' : 'end'}" fill="#222">${esc(fmtRatio(b.ratio))}${capped ? ' (capped)' : ''}</text>`)
+  })
+  out.push(`<text x="${W / 2}" y="${H - 14}" text-anchor="middle" fill="#555">native / official; from bench/RESULTS.md (${esc(meta.command)})</text>`)
+  out.push('</svg>')
+  return out.join('\n') + '\n'
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+
+const started = Date.now()
+const meta = { ...machine(), date: new Date().toISOString(), command: `node bench/run.mjs${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}`, rounds: cfg.rounds }
+if (process.env.npm_lifecycle_event === 'bench') meta.command = `npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
+console.log(`bench: ${quick ? 'quick' : 'full'} run, ${cfg.rounds} round(s); ${meta.nproc} cores, ${meta.cpu}, load ${meta.loadStart}`)
+
+const all = new Map()
+let failed = null
+try {
+  for (const sc of scenarios) {
+    if (only && !only.has(sc.n)) continue
+    const s = cfg[`s${sc.n}`]
+    const rounds = { official: [], native: [] }
+    for (let round = 1; round <= cfg.rounds; round++) {
+      for (const kind of KINDS) {
+        const t0 = Date.now()
+        const r = await sc.run(kind, s)
+        rounds[kind].push(r)
+        const brief = Object.entries(r)
+          .filter(([, v]) => typeof v === 'number')
+          .map(([k, v]) => `${k}=${fmt(v, Math.abs(v) < 10 ? 2 : 0)}`)
+          .join(' ')
+        const lat = r.latency ? ` p50=${fmt(r.latency.p50Us / 1000, 2)}ms p99=${fmt(r.latency.p99Us / 1000, 2)}ms max=${fmt(r.latency.maxUs / 1000, 2)}ms` : ''
+        const rec = r.recoveryAll ? ` drops=[${r.recoveryAll.join(', ')}]ms` : ''
+        console.log(`  S${sc.n} round ${round} ${kind.padEnd(8)} ${brief}${lat}${rec} (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+      }
+    }
+    all.set(sc.n, { sc, s, rounds })
+  }
+} catch (e) {
+  failed = e
+} finally {
+  await server.call('exit', {}, 10_000).catch(() => server.child.kill('SIGKILL'))
+}
+
+const tables = {}
+for (const [n, { rounds }] of all) tables[n] = scenarioTable(n, rounds)
+meta.loadEnd = os.loadavg().map((x) => x.toFixed(2)).join(' ')
+meta.seconds = ((Date.now() - started) / 1000).toFixed(0)
+
+function markdownTable(n) {
+  const lines = ['| metric | official WSClient | FeishuTransport | native / official |', '|---|---:|---:|---:|']
+  for (const r of tables[n]) {
+    lines.push(`| ${r.label} | ${fmt(r.official, r.digits)} | ${fmt(r.native, r.digits)} | ${fmtRatio(r.ratio)}${r.better ? (r.better === 'higher' ? ' ↑' : ' ↓') : ''} |`)
+  }
+  return lines.join('\n')
+}
+
+const targetRows = targets(tables)
+const status = (ok) => (ok === null ? 'not run' : ok ? 'PASS' : 'MISS')
+console.log('')
+for (const [n, { sc }] of all) {
+  console.log(`Scenario ${n}: ${sc.name}`)
+  for (const r of tables[n]) {
+    console.log(`  ${r.label.padEnd(36)} official ${fmt(r.official, r.digits).padStart(10)}   native ${fmt(r.native, r.digits).padStart(10)}   native/official ${fmtRatio(r.ratio)}`)
+  }
+}
+console.log('\nTargets:')
+for (const t of targetRows) console.log(`  ${status(t.ok).padEnd(7)} ${t.name}: ${t.shown}`)
+if (problems.length) console.log(`\nDelivery problems:\n  ${problems.join('\n  ')}`)
+console.log(`\nbench: ${failed ? 'FAILED' : 'completed'} in ${meta.seconds} s`)
+
+if (write && !failed) {
+  const md = []
+  md.push('# Benchmark results')
+  md.push('')
+  md.push('`FeishuTransport` (this package) against the official `@larksuiteoapi/node-sdk` `WSClient` with an `EventDispatcher`, both with a no-op handler, against the same emulator in the same run. Written by `bench/run.mjs`; see `bench/NOTES.md` for what was changed and measured along the way.')
+  md.push('')
+  md.push(`- **Command:** \`${meta.command}\``)
+  md.push(`- **Date:** ${meta.date}`)
+  md.push(`- **Machine:** ${meta.nproc} cores (${meta.cpu}), ${meta.memory} RAM, ${meta.kernel}; shared with other work (load average ${meta.loadStart} at the start, ${meta.loadEnd} at the end)`)
+  md.push(`- **Software:** Node ${meta.node}, ${meta.rust}, @larksuiteoapi/node-sdk ${meta.sdk}, feishu-transport ${meta.addon} (commit ${meta.commit}, release build)`)
+  md.push(`- **Method:** the emulator runs in its own process and pushes from Rust; each client runs in a fresh process per round and measures its own CPU (\`process.cpuUsage()\`, every thread) and peak RSS (\`VmHWM\`). Rounds alternate official, native, official, native, …; ${meta.rounds} rounds per scenario; every figure is the median over rounds. Throughput is counted from the first push to the last 200 ack. Total run time ${meta.seconds} s.`)
+  md.push('')
+  md.push('## Targets')
+  md.push('')
+  md.push('| target | result | figures |')
+  md.push('|---|---|---|')
+  for (const t of targetRows) md.push(`| ${t.name} | **${status(t.ok)}** | ${t.shown} |`)
+  md.push('')
+  md.push('![native / official ratios](ratios.svg)')
+  for (const [n, { sc, s }] of all) {
+    md.push('')
+    md.push(`## Scenario ${n}: ${sc.name}`)
+    md.push('')
+    md.push(sc.describe(s) + '.')
+    md.push('')
+    md.push(markdownTable(n))
+  }
+  md.push('')
+  md.push('↑ higher is better, ↓ lower is better. Per-round figures are in the run\'s console output.')
+  md.push('')
+  writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n'))
+  writeFileSync(path.join(here, 'ratios.svg'), svgChart([...Object.entries(tables)].map(([n, rows]) => [n, rows]), meta))
+  console.log('wrote bench/RESULTS.md and bench/ratios.svg')
+}
+
+if (failed) {
+  console.error(failed.stack || String(failed))
+  process.exit(1)
+}
+if (problems.length) process.exit(2)
