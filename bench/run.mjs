@@ -437,6 +437,7 @@ if (process.env.npm_lifecycle_event === 'bench') meta.command = `npm run bench${
 console.log(`bench: ${quick ? 'quick' : 'full'} run, ${cfg.rounds} round(s); ${meta.nproc} cores, ${meta.cpu}, load ${meta.loadStart}`)
 
 const all = new Map()
+const roundLines = []
 let failed = null
 try {
   for (const sc of scenarios) {
@@ -454,7 +455,9 @@ try {
           .join(' ')
         const lat = r.latency ? ` p50=${fmt(r.latency.p50Us / 1000, 2)}ms p99=${fmt(r.latency.p99Us / 1000, 2)}ms max=${fmt(r.latency.maxUs / 1000, 2)}ms` : ''
         const rec = r.recoveryAll ? ` drops=[${r.recoveryAll.join(', ')}]ms` : ''
-        console.log(`  S${sc.n} round ${round} ${kind.padEnd(8)} ${brief}${lat}${rec} (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+        const line = `  S${sc.n} round ${round} ${kind.padEnd(8)} ${brief}${lat}${rec} (${((Date.now() - t0) / 1000).toFixed(1)} s)`
+        roundLines.push(line.trim())
+        console.log(line)
       }
     }
     all.set(sc.n, { sc, s, rounds })
@@ -520,7 +523,15 @@ if (write && !failed) {
     md.push(markdownTable(n))
   }
   md.push('')
-  md.push('↑ higher is better, ↓ lower is better. Per-round figures are in the run\'s console output.')
+  md.push('↑ higher is better, ↓ lower is better.')
+  md.push('')
+  md.push('## Every round')
+  md.push('')
+  md.push('As the run printed them (CPU in ms, RSS in MB, latency in ms).')
+  md.push('')
+  md.push('```')
+  md.push(...roundLines)
+  md.push('```')
   md.push('')
   writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n'))
   writeFileSync(path.join(here, 'ratios.svg'), svgChart([...Object.entries(tables)].map(([n, rows]) => [n, rows]), meta))
