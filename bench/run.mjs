@@ -45,7 +45,7 @@ const FULL = {
   s1: { counts: { official: 20_000, native: 100_000 }, warmup: 2_000, payloadBytes: 512, fragments: 1, maxInFlight: 256 },
   s2: { counts: { official: 1_200, native: 6_000 }, warmup: 60, payloadBytes: 200 * 1024, fragments: 4, maxInFlight: 32 },
   s3: { count: 10_000, ratePerSec: 1_000, skip: 100, warmup: 500 },
-  s4: { idleMs: 30_000, settleMs: 1_000 },
+  s4: { idleMs: 30_000, settleMs: 10_000 },
   s5: { drops: 5, gapMs: 300 },
   s6: { transports: 10, counts: { official: 20_000, native: 100_000 }, warmup: 2_000, payloadBytes: 512, maxInFlight: 256 },
 }
@@ -205,7 +205,7 @@ const scenarios = [
   {
     n: 4,
     name: 'Idle',
-    describe: (s) => `connected, one event handled, ${s.settleMs} ms settle, then ${s.idleMs / 1000} s idle; CPU % = client CPU time / wall time (server ping interval 120 s, as Feishu's default)`,
+    describe: (s) => `connected, one event handled, ${s.settleMs / 1000} s settle, then ${s.idleMs / 1000} s idle; CPU % = client CPU time / wall time (server ping interval 120 s, as Feishu's default). The settle keeps V8's one-off memory-reducer GC, which runs about 8 s after a process's last burst of allocation, out of the steady-state figure for both clients (bench/NOTES.md)`,
     run: async (kind, s) => {
       const apps = makeApps(1)
       const { domain } = await startEmulator(apps)
@@ -437,6 +437,7 @@ if (process.env.npm_lifecycle_event === 'bench') meta.command = `npm run bench${
 console.log(`bench: ${quick ? 'quick' : 'full'} run, ${cfg.rounds} round(s); ${meta.nproc} cores, ${meta.cpu}, load ${meta.loadStart}`)
 
 const all = new Map()
+const roundLines = []
 let failed = null
 try {
   for (const sc of scenarios) {
@@ -454,7 +455,9 @@ try {
           .join(' ')
         const lat = r.latency ? ` p50=${fmt(r.latency.p50Us / 1000, 2)}ms p99=${fmt(r.latency.p99Us / 1000, 2)}ms max=${fmt(r.latency.maxUs / 1000, 2)}ms` : ''
         const rec = r.recoveryAll ? ` drops=[${r.recoveryAll.join(', ')}]ms` : ''
-        console.log(`  S${sc.n} round ${round} ${kind.padEnd(8)} ${brief}${lat}${rec} (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+        const line = `  S${sc.n} round ${round} ${kind.padEnd(8)} ${brief}${lat}${rec} (${((Date.now() - t0) / 1000).toFixed(1)} s)`
+        roundLines.push(line.trim())
+        console.log(line)
       }
     }
     all.set(sc.n, { sc, s, rounds })
@@ -520,7 +523,15 @@ if (write && !failed) {
     md.push(markdownTable(n))
   }
   md.push('')
-  md.push('↑ higher is better, ↓ lower is better. Per-round figures are in the run\'s console output.')
+  md.push('↑ higher is better, ↓ lower is better.')
+  md.push('')
+  md.push('## Every round')
+  md.push('')
+  md.push('As the run printed them (CPU in ms, RSS in MB, latency in ms).')
+  md.push('')
+  md.push('```')
+  md.push(...roundLines)
+  md.push('```')
   md.push('')
   writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n'))
   writeFileSync(path.join(here, 'ratios.svg'), svgChart([...Object.entries(tables)].map(([n, rows]) => [n, rows]), meta))
