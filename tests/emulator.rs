@@ -959,7 +959,7 @@ async fn push_many_with_flow_control_is_fully_acked() {
     emu.wait_for_connections(None, 1, WAIT).await.unwrap();
     let client = tokio::spawn(async move {
         let mut ids = std::collections::HashSet::new();
-        while ids.len() < 300 {
+        while ids.len() < 310 {
             let (payload, f, _) = c.next_event().await;
             let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             ids.insert(v["header"]["event_id"].as_str().unwrap().to_string());
@@ -978,12 +978,20 @@ async fn push_many_with_flow_control_is_fully_acked() {
         })
         .await;
     assert_eq!(ids.len(), 300);
+    // a second call must not repeat the first call's event ids
+    let more = emu
+        .push_many(PushManyOptions {
+            count: 10,
+            ..PushManyOptions::default()
+        })
+        .await;
+    assert_eq!(more.len(), 10);
     emu.wait_for_all_acked(WAIT).await.unwrap();
-    assert_eq!(client.await.unwrap(), 300, "distinct event ids");
+    assert_eq!(client.await.unwrap(), 310, "distinct event ids");
     let s = emu.stats();
     assert_eq!(
         (s.pushed, s.acks_ok, s.pending, s.frames_sent),
-        (300, 300, 0, 600)
+        (310, 310, 0, 610)
     );
     emu.close().await;
 }

@@ -814,6 +814,9 @@ pub(crate) fn spawn_deadline_task(inner: Arc<Inner>) {
 
 /// The generated payload of `push_many`: a v2 `im.message.receive_v1` envelope of about
 /// `size` bytes with a unique event id.
+/// Generated events ever made in this process (see `push_many`).
+static GENERATED_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn generated_payload(app_id: &str, event_id: &str, message_id: &str, size: usize) -> Vec<u8> {
     let head = format!(
         r#"{{"schema":"2.0","header":{{"event_id":"{event_id}","event_type":"im.message.receive_v1","create_time":"{}","token":"emulator","app_id":"{app_id}","tenant_key":"emulator"}},"event":{{"sender":{{"sender_id":{{"open_id":"ou_emulator"}},"sender_type":"user","tenant_key":"emulator"}},"message":{{"message_id":"{message_id}","chat_id":"oc_emulator","chat_type":"p2p","message_type":"text","content":"{{\"text\":\""#,
@@ -879,7 +882,10 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
             None => {
                 let mut event_id = String::with_capacity(32);
                 push_hex(&mut event_id, u64::from(inner.nonce), 8);
-                push_hex(&mut event_id, i as u64, 24);
+                // Numbered across calls, so a second push_many never repeats the first's
+                // ids (a deduplicating client would skip them).
+                let n = GENERATED_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                push_hex(&mut event_id, n, 24);
                 let p = generated_payload(&app_id, &event_id, &message_id, opts.payload_bytes);
                 (Bytes::from(p), Some(Arc::from(event_id)))
             }
