@@ -8,16 +8,13 @@
 //! failure is `TLS_ERROR` naming the host; a direct connection that fails gets the
 //! caller's code (`DISCOVERY_FAILED`, `HANDSHAKE_FAILED`).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::MaybeTlsStream;
+use tokio_util::either::Either;
 
 use super::error::{ErrorCode, TransportError};
 use super::proxy::{
@@ -27,73 +24,11 @@ use super::tls::tls_failure;
 
 /// The byte stream under the target's TLS: a TCP socket (to the target, or to an HTTP or
 /// SOCKS proxy carrying the tunnel), or TLS to an `https://` proxy carrying the tunnel.
-/// An enum, not a box, so the common direct path costs nothing extra.
-#[derive(Debug)]
-pub enum NetStream {
-    Tcp(TcpStream),
-    TlsProxy(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+/// An `Either`, not a box, so the common direct path costs nothing extra.
+pub type NetStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// A connection ready for HTTP or the WebSocket upgrade.
 pub type Stream = MaybeTlsStream<NetStream>;
-
-impl AsyncRead for NetStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NetStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            NetStream::TlsProxy(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for NetStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            NetStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            NetStream::TlsProxy(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            NetStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            NetStream::TlsProxy(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            NetStream::Tcp(s) => s.is_write_vectored(),
-            NetStream::TlsProxy(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NetStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            NetStream::TlsProxy(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            NetStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            NetStream::TlsProxy(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
 
 /// What [`open`] needs besides the URL.
 pub struct OpenOptions<'a> {
@@ -139,7 +74,7 @@ pub async fn open(url: &url::Url, o: &OpenOptions<'_>) -> Result<Stream, Transpo
                 })?;
             // Acks are tiny; Nagle's algorithm would hold them back ~40 ms.
             let _ = tcp.set_nodelay(true);
-            NetStream::Tcp(tcp)
+            Either::Left(tcp)
         }
         Some(proxy) => {
             match tokio::time::timeout_at(o.proxy_deadline, tunnel(proxy, &host, port, o)).await {
@@ -212,7 +147,7 @@ async fn tunnel(
             .connect(name, tcp)
             .await
         {
-            Ok(s) => NetStream::TlsProxy(Box::new(s)),
+            Ok(s) => Either::Right(Box::new(s)),
             Err(e) => {
                 return Err(match tls_failure(&e) {
                     Some(why) => TransportError::recoverable(
@@ -224,7 +159,7 @@ async fn tunnel(
             }
         }
     } else {
-        NetStream::Tcp(tcp)
+        Either::Left(tcp)
     };
 
     let target = match (proxy.scheme, host.parse::<std::net::IpAddr>()) {

@@ -345,9 +345,9 @@ pub(crate) fn spawn_accept_loop(inner: Arc<Inner>, listener: TcpListener) {
 /// certificate (or is not TLS at all) just ends here.
 async fn serve_tcp(inner: Arc<Inner>, stream: TcpStream) {
     let stream = match inner.tls.clone() {
-        None => EmuStream::Plain(stream),
+        None => tokio_util::either::Either::Left(stream),
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(s) => EmuStream::Tls(Box::new(s)),
+            Ok(s) => tokio_util::either::Either::Right(Box::new(s)),
             Err(e) => {
                 emu_debug!("TLS handshake failed: {e}");
                 inner.lock().stats.tls_handshake_failures += 1;

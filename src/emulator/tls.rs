@@ -4,13 +4,10 @@
 //! without it). rustls with ring on both sides, like the transport.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The certificate the emulator serves: a PEM chain (leaf first) and its PEM private key
@@ -56,69 +53,8 @@ pub(crate) fn server_config(tls: &EmulatorTls) -> io::Result<Arc<rustls::ServerC
 }
 
 /// An accepted connection: plain TCP, or TLS over it.
-#[derive(Debug)]
-pub(crate) enum EmuStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for EmuStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EmuStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            EmuStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for EmuStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            EmuStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            EmuStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            EmuStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            EmuStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            EmuStream::Plain(s) => s.is_write_vectored(),
-            EmuStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EmuStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            EmuStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EmuStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            EmuStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+pub(crate) type EmuStream =
+    tokio_util::either::Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// A throwaway CA and a server certificate it signed.
 #[derive(Clone)]
