@@ -151,6 +151,16 @@ impl Running {
         let t = self.transport.clone();
         wait_until("connected", Duration::from_secs(5), || t.status().connected).await;
     }
+    /// Waits until a socket other than `previous` is live.
+    async fn connected_anew(&self, previous: &Option<String>) {
+        let t = self.transport.clone();
+        wait_until("a new connection", Duration::from_secs(5), || {
+            let s = t.status();
+            s.connected && s.connection_id != *previous
+        })
+        .await;
+    }
+
     async fn stop(self) -> RunOutcome {
         self.transport.close(true, None).await;
         self.run.await.unwrap()
@@ -279,12 +289,7 @@ async fn a_stalled_socket_is_detected_by_the_pong_timeout_and_replaced() {
         obs.error_codes().contains(&ErrorCode::PongTimeout)
     })
     .await;
-    let t = r.transport.clone();
-    wait_until("a new connection", Duration::from_secs(5), || {
-        let s = t.status();
-        s.connected && s.connection_id != first
-    })
-    .await;
+    r.connected_anew(&first).await;
     let id = em.push_event(event("after-stall"), PushOptions::default());
     // the stalled connection may have been picked; the re-delivery reaches the new one
     assert_eq!(
@@ -464,12 +469,7 @@ async fn drop_connection_leaves_in_flight_events_unacked_and_reconnects() {
     wait_until("handler entered", Duration::from_secs(5), || h.calls() == 1).await;
     let first = r.transport.status().connection_id;
     assert!(r.transport.drop_connection("could not persist"));
-    let t = r.transport.clone();
-    wait_until("reconnected", Duration::from_secs(5), || {
-        let s = t.status();
-        s.connected && s.connection_id != first
-    })
-    .await;
+    r.connected_anew(&first).await;
     // The first handler finishes after its socket died: its ack must not appear on the new socket.
     gate.notify_one();
     let ack = em
@@ -703,12 +703,7 @@ async fn a_message_cut_by_a_server_close_mid_fragment_is_discarded() {
     // half of a two-fragment message, then the server goes away without a close frame
     em.send_frame(None, data_frame("cut", "2", "0", br#"{"schema":"2.0","#));
     em.drop_connections(None, false);
-    let t = r.transport.clone();
-    wait_until("reconnected", Duration::from_secs(5), || {
-        let s = t.status();
-        s.connected && s.connection_id != first
-    })
-    .await;
+    r.connected_anew(&first).await;
     // the other half on the new socket must not complete a message from the old one
     em.send_frame(
         None,

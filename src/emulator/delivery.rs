@@ -329,15 +329,13 @@ pub(crate) fn emit_frames(
             (header_key::SEQ, "0"),
             (header_key::TRACE_ID, trace_id),
         ];
-        let mut out = Vec::with_capacity(data_frame_len(
+        emit(encode_exact(
             first_seq_id,
             log_id,
             service,
             &headers,
             payload,
         ));
-        encode_data_frame(&mut out, first_seq_id, log_id, service, &headers, payload);
-        emit(Bytes::from(out));
         return 1;
     }
     let mut indices: Vec<usize> = (0..n).collect();
@@ -357,12 +355,28 @@ pub(crate) fn emit_frames(
             (header_key::SEQ, seq.as_str()),
             (header_key::TRACE_ID, trace_id),
         ];
-        let seq_id = first_seq_id + k as u64;
-        let mut out = Vec::with_capacity(data_frame_len(seq_id, log_id, service, &headers, slice));
-        encode_data_frame(&mut out, seq_id, log_id, service, &headers, slice);
-        emit(Bytes::from(out));
+        emit(encode_exact(
+            first_seq_id + k as u64,
+            log_id,
+            service,
+            &headers,
+            slice,
+        ));
     }
     n
+}
+
+/// One data frame in a buffer of exactly its size (no second allocation in `Bytes::from`).
+fn encode_exact(
+    seq_id: u64,
+    log_id: u64,
+    service: i32,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) -> Bytes {
+    let mut out = Vec::with_capacity(data_frame_len(seq_id, log_id, service, headers, payload));
+    encode_data_frame(&mut out, seq_id, log_id, service, headers, payload);
+    Bytes::from(out)
 }
 
 /// [`emit_frames`] into a vector (for tests).
