@@ -4,7 +4,9 @@
 //! Case counts default high (10 000) because each case costs microseconds; set
 //! `PROPTEST_CASES` to change them.
 
-use feishu_transport::core::frame::{Frame, Header};
+use bytes::Bytes;
+use feishu_transport::core::frame::{AckPayload, Frame, Header};
+use feishu_transport::core::frame_view::{AckTemplate, FrameView, Headers};
 use proptest::prelude::*;
 use prost::Message;
 
@@ -93,5 +95,43 @@ proptest! {
     fn encode_then_decode_is_identity(f in frame()) {
         let bytes = f.encode_to_vec();
         prop_assert_eq!(Frame::decode_bytes(&bytes), Ok(f));
+    }
+
+    /// The zero-copy view accepts exactly what the owned decoder accepts, reads the same
+    /// headers and payload, and its ack template writes the same bytes as `Frame::ack`.
+    #[test]
+    fn the_view_and_its_acks_agree_with_the_frame(
+        f in frame(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        biz_rt in any::<u64>(),
+        data in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+    ) {
+        let mut bytes = f.encode_to_vec();
+        if !bytes.is_empty() {
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+        }
+        let owned = Frame::decode_bytes(&bytes);
+        let view = FrameView::decode(Bytes::from(bytes.clone()));
+        match (owned, view) {
+            (Ok(o), Ok(v)) => {
+                prop_assert_eq!(o.payload.as_deref(), v.payload.as_deref());
+                prop_assert_eq!(o.headers.len(), v.headers.len());
+                for h in &o.headers {
+                    prop_assert_eq!(Frame::header(&o, &h.key), v.header(&h.key));
+                }
+                let response = match data {
+                    Some(d) => AckPayload::OkWithData(d),
+                    None => AckPayload::Ok,
+                };
+                let t = AckTemplate::new(&v);
+                prop_assert_eq!(t.message_id(), Frame::header(&o, "message_id").unwrap_or(""));
+                prop_assert_eq!(t.encode(biz_rt, &response), Frame::ack(&o, biz_rt, &response).encode_to_vec());
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "owned {:?} vs view {:?}", a.is_ok(), b.is_ok()),
+        }
     }
 }

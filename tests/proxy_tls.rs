@@ -13,7 +13,7 @@ use feishu_transport::core::config::{LogLevel, TransportConfig};
 use feishu_transport::core::connection::{dial, WsStream};
 use feishu_transport::core::endpoint::{discover, DiscoveryRequest, Domain, Endpoint};
 use feishu_transport::core::error::{ErrorCode, TransportError};
-use feishu_transport::core::events::{EventHandler, HandlerFuture, InboundEvent, Observer};
+use feishu_transport::core::events::{EventHandler, InboundEvent, Observer, Reply};
 use feishu_transport::core::proxy::{EnvProxies, ProxyMode, ProxyUrl};
 use feishu_transport::core::supervisor::Transport;
 use feishu_transport::core::tls;
@@ -423,8 +423,8 @@ impl Observer for Obs {
 struct NoopHandler;
 
 impl EventHandler for NoopHandler {
-    fn handle(&self, _event: InboundEvent) -> HandlerFuture {
-        Box::pin(async { Ok(None) })
+    fn handle(&self, _event: InboundEvent, reply: Reply) {
+        reply.send(Ok(None));
     }
 }
 

@@ -9,7 +9,7 @@ use feishu_transport::core::backoff::BackoffPolicy;
 use feishu_transport::core::config::{LogLevel, TransportConfig};
 use feishu_transport::core::endpoint::Domain;
 use feishu_transport::core::error::{ErrorCode, TransportError};
-use feishu_transport::core::events::{EventHandler, HandlerFuture, InboundEvent, Observer};
+use feishu_transport::core::events::{EventHandler, HandlerFuture, InboundEvent, Observer, Reply};
 use feishu_transport::core::status::{State, StatusSnapshot};
 use feishu_transport::core::supervisor::{RunOutcome, StopReason, Transport};
 use feishu_transport::emulator::{
@@ -44,11 +44,11 @@ impl TestHandler {
 }
 
 impl EventHandler for TestHandler {
-    fn handle(&self, event: InboundEvent) -> HandlerFuture {
+    fn handle(&self, event: InboundEvent, reply: Reply) {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let fut = (self.behaviour)(&event, n);
         self.seen.lock().unwrap().push(event);
-        fut
+        tokio::spawn(async move { reply.send(fut.await) });
     }
 }
 

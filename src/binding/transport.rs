@@ -3,9 +3,7 @@
 //! plain values; `index.js` turns those into the public `FeishuTransport` API (errors as
 //! `FeishuTransportError`, the AbortSignal, the callback fan-out).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -15,15 +13,15 @@ use napi::threadsafe_function::{
 };
 use napi_derive::napi;
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use crate::core::backoff::BackoffPolicy;
 use crate::core::config::{LogLevel, TransportConfig};
 use crate::core::dedupe::DedupeConfig;
 use crate::core::endpoint::Domain;
 use crate::core::error::TransportError;
-use crate::core::events::{EventHandler, HandlerFuture, HandlerResult, InboundEvent, Observer};
+use crate::core::events::{EventHandler, HandlerResult, InboundEvent, Observer, Reply};
 use crate::core::proxy::{ProxyMode, ProxyUrl};
+use crate::core::seqmap::SeqMap;
 use crate::core::status::StatusSnapshot;
 use crate::core::supervisor::Transport;
 
@@ -234,25 +232,8 @@ struct Inbox {
     scheduled: bool,
 }
 
-/// Hashes `u64` sequence numbers: a multiply, instead of SipHash.
-#[derive(Default)]
-struct SeqHasher(u64);
-
-impl std::hash::Hasher for SeqHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type Waiting = HashMap<u64, oneshot::Sender<HandlerResult>, BuildHasherDefault<SeqHasher>>;
+/// The replies of events handed to JavaScript (or queued for it), by `seq`.
+type Waiting = SeqMap<Reply>;
 
 /// The per-event hot path between the connection and JavaScript, for one run.
 ///
@@ -274,20 +255,18 @@ struct EventBridge {
     current: Mutex<Option<(u64, u64)>>,
 }
 
-const GONE: &str = "the JavaScript environment went away before the handler finished";
-
 impl EventBridge {
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues one event; true when the caller must queue a threadsafe call.
-    fn push(&self, event: InboundEvent, tx: oneshot::Sender<HandlerResult>) -> bool {
+    fn push(&self, event: InboundEvent, reply: Reply) -> bool {
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         let seq = inbox.next;
         inbox.next += 1;
         // Registered before the text can reach JavaScript, so a settle always finds it.
-        self.lock_waiting().insert(seq, tx);
+        self.lock_waiting().insert(seq, reply);
         let text = &mut inbox.text;
         let trace_len = event.trace_id.as_ref().map_or(4, String::len);
         text.reserve(event.payload.len() + event.message_id.len() + trace_len + 48);
@@ -338,10 +317,9 @@ impl EventBridge {
     }
 
     fn settle(&self, seq: u64, result: HandlerResult) {
-        let tx = self.lock_waiting().remove(&seq);
-        if let Some(tx) = tx {
-            // The receiver is gone when the connection ended meanwhile: nothing to ack.
-            let _ = tx.send(result);
+        let reply = self.lock_waiting().remove(&seq);
+        if let Some(reply) = reply {
+            reply.send(result);
         }
     }
 
@@ -350,13 +328,14 @@ impl EventBridge {
         {
             let mut waiting = self.lock_waiting();
             for &seq in seqs {
-                if let Some(tx) = waiting.remove(&(seq as u64)) {
-                    ready.push(tx);
+                if let Some(reply) = waiting.remove(&(seq as u64)) {
+                    ready.push(reply);
                 }
             }
         }
-        for tx in ready {
-            let _ = tx.send(Ok(None));
+        // Sent outside the lock: each send may wake the connection's task.
+        for reply in ready {
+            reply.send(Ok(None));
         }
     }
 
@@ -407,10 +386,9 @@ struct JsHandler {
 }
 
 impl EventHandler for JsHandler {
-    fn handle(&self, event: InboundEvent) -> HandlerFuture {
-        let (tx, rx) = oneshot::channel();
+    fn handle(&self, event: InboundEvent, reply: Reply) {
         // Queued here, synchronously, so handlers are called in arrival order.
-        if self.bridge.push(event, tx) {
+        if self.bridge.push(event, reply) {
             let bridge = self.bridge.clone();
             // The with-callback variant hands a synchronous throw to us as an Err (plain
             // `call` would route it to napi_fatal_exception and kill the process).
@@ -430,7 +408,6 @@ impl EventHandler for JsHandler {
                 ));
             }
         }
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(GONE.to_string())) })
     }
 }
 

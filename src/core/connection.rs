@@ -5,13 +5,11 @@
 //! handler that finishes later has nowhere to send its ack, so an ack can never leak onto
 //! the next socket (the event is re-delivered there instead).
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,10 +21,14 @@ use super::config::{LogLevel, TransportConfig};
 use super::dedupe::{Begin, Dedupe, DedupeGuard, WaitHandle};
 use super::endpoint::{Endpoint, ServerConfig};
 use super::error::{ErrorCode, TransportError};
-use super::events::{envelope_meta, EventHandler, HandlerFuture, InboundEvent};
+use super::events::{
+    envelope_meta, EventHandler, HandlerResult, InboundEvent, Reply, ReplySender, REPLY_DROPPED,
+};
 use super::fragments::Assembler;
 use super::frame::{frame_type, header_key, AckPayload, Frame, METHOD_CONTROL, METHOD_DATA};
+use super::frame_view::{AckTemplate, FrameView, Headers};
 use super::log::Log;
+use super::seqmap::SeqMap;
 use super::status::{now_ms, Counters, StatusStore};
 
 /// The socket: TLS (for `wss`) over TCP or over a proxy tunnel; see [`super::net`].
@@ -230,9 +232,134 @@ impl DropLog {
     }
 }
 
+/// What arrives in a session's answer queue for one event (by token).
+pub(crate) enum Answer {
+    /// The handler's own result.
+    Handler(HandlerResult),
+    /// A result known without running the handler here (a re-delivery that waited for
+    /// the same event in flight; dedupe is settled already).
+    Known(AckPayload),
+}
+
+/// One event whose handler has not answered yet.
+struct Pending {
+    /// What the ack echoes of the frame that completed the message.
+    ack: AckTemplate,
+    /// Set when this delivery owns the event in dedupe.
+    guard: Option<DedupeGuard<AckPayload>>,
+    started: Instant,
+    event_type: Option<String>,
+}
+
+impl Pending {
+    fn message_id(&self) -> &str {
+        self.ack.message_id()
+    }
+}
+
+/// The events of one session whose handlers have not answered, and the queue their
+/// answers arrive on. Answers are keyed by a token the session hands out, so an answer
+/// meant for another session can never be confused with one of ours.
+struct InFlight {
+    pending: SeqMap<Pending>,
+    next_token: u64,
+    tx: ReplySender,
+    rx: mpsc::UnboundedReceiver<(u64, Answer)>,
+    /// `(token, when its slow-handler warning is due)`, in arrival order; entries whose
+    /// event was answered are skipped when they reach the front. One timer serves them
+    /// all, instead of one per event.
+    slow: VecDeque<(u64, tokio::time::Instant)>,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        InFlight {
+            pending: SeqMap::default(),
+            next_token: 0,
+            tx,
+            rx,
+            slow: VecDeque::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets answered events at the front of the slow-warning queue.
+    fn trim_slow(&mut self) {
+        while let Some(&(token, _)) = self.slow.front() {
+            if self.pending.contains_key(&token) {
+                break;
+            }
+            self.slow.pop_front();
+        }
+    }
+
+    /// Turns one answer into the ack to write (None for an unknown token), settling
+    /// dedupe on the way.
+    fn settle(&mut self, token: u64, answer: Answer, log: &Log) -> Option<ReadyAck> {
+        let p = self.pending.remove(&token)?;
+        let payload = match answer {
+            Answer::Known(v) => v,
+            Answer::Handler(r) => ack_payload(r, p.message_id(), p.event_type.as_deref(), log),
+        };
+        settle_dedupe(p.guard, &payload);
+        let biz_rt = p.started.elapsed().as_millis() as u64;
+        let ok = payload != AckPayload::Failed;
+        Some(ReadyAck {
+            frame: p.ack.encode(biz_rt, &payload),
+            ok,
+        })
+    }
+
+    /// The session is over. Events still in flight will not be acked on this socket
+    /// (Feishu re-delivers them), but their handlers still run: a task waits for the
+    /// answers of the events this session owns in dedupe, so a re-delivery arriving on
+    /// the next socket gets the outcome instead of running the handler again.
+    fn hand_off(self, log: &Log) {
+        let InFlight {
+            pending,
+            tx,
+            mut rx,
+            ..
+        } = self;
+        drop(tx);
+        let mut owned: SeqMap<Pending> = pending
+            .into_iter()
+            .filter(|(_, p)| p.guard.is_some())
+            .collect();
+        if owned.is_empty() {
+            return;
+        }
+        let log = log.clone();
+        tokio::spawn(async move {
+            while !owned.is_empty() {
+                // None: every reply is gone; the guards fail as they drop.
+                let Some((token, answer)) = rx.recv().await else {
+                    break;
+                };
+                if let Some(p) = owned.remove(&token) {
+                    let message_id = p.message_id().to_string();
+                    let payload = match answer {
+                        Answer::Known(v) => v,
+                        Answer::Handler(r) => {
+                            ack_payload(r, &message_id, p.event_type.as_deref(), &log)
+                        }
+                    };
+                    settle_dedupe(p.guard, &payload);
+                    log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
+                }
+            }
+        });
+    }
+}
+
 /// A finished handler's ack, ready to write.
 struct ReadyAck {
-    frame: Frame,
+    /// The encoded frame.
+    frame: Vec<u8>,
     ok: bool,
 }
 
@@ -240,6 +367,12 @@ const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
 /// Partial fragments expire after 10 s; checking every second keeps memory honest without
 /// waking the task often.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
+/// Messages read in one turn of the session loop before it looks at its other inputs:
+/// enough to amortise the turn under load, few enough that acks and pings never wait long.
+const READ_BURST: usize = 64;
+
+type WsSink = futures_util::stream::SplitSink<WsStream, Message>;
+type WsSource = futures_util::stream::SplitStream<WsStream>;
 
 /// Runs one connected socket until it is lost or the caller stops it.
 pub async fn run_session(
@@ -249,241 +382,580 @@ pub async fn run_session(
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> SessionEnd {
     let (mut sink, mut stream) = ws.split();
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<ReadyAck>();
-    let handler_tasks = spawn_handler_driver();
-    let counters = &ctx.status.counters;
-    let log = ctx.log;
-    let conn_tag = endpoint
-        .device_id
-        .as_deref()
-        .map(|d| format!(" [conn_id={d}]"))
-        .unwrap_or_default();
-
-    let mut assembler = Assembler::new(ctx.cfg.fragment_limits.clone());
-    let max_in_flight = ctx.cfg.max_concurrent_handlers;
-    let mut in_flight: usize = 0;
-    let mut healthy = false;
-    let mut drops = DropLog::default();
-
-    let ping_interval_of = |server: &ServerConfig| {
-        ctx.cfg
-            .ping_interval
-            .or(server.ping_interval)
-            .unwrap_or(DEFAULT_PING_INTERVAL)
+    let log = ctx.log.clone();
+    let mut session = Session {
+        conn_tag: endpoint
+            .device_id
+            .as_deref()
+            .map(|d| format!(" [conn_id={d}]"))
+            .unwrap_or_default(),
+        assembler: Assembler::new(ctx.cfg.fragment_limits.clone()),
+        ctx,
+        endpoint,
+        healthy: false,
+        drops: DropLog::default(),
+        inflight: InFlight::new(),
+        unflushed: false,
     };
-    let ping = Frame::ping(endpoint.service_id).encode_to_vec();
-    let mut next_ping = tokio::time::Instant::now();
-    let mut last_ping_at: Option<tokio::time::Instant> = None;
-    let mut pong_deadline: Option<tokio::time::Instant> = None;
-    let mut next_expiry = tokio::time::Instant::now() + EXPIRY_TICK;
+    let end = session.run(&mut sink, &mut stream, control).await;
+    session.inflight.hand_off(&log);
+    end
+}
 
-    // Set by a graceful close: no more reads, pings or liveness checks; leave when every
-    // in-flight handler has acked or the drain time is up.
-    let mut draining: Option<(tokio::time::Instant, bool)> = None;
+/// The state of one session; see [`run_session`].
+struct Session<'a> {
+    ctx: SessionContext<'a>,
+    endpoint: &'a Endpoint,
+    conn_tag: String,
+    assembler: Assembler,
+    /// A pong or an event arrived: the connection works.
+    healthy: bool,
+    drops: DropLog,
+    inflight: InFlight,
+    /// Acks were fed to the sink and not flushed yet.
+    unflushed: bool,
+}
 
-    macro_rules! lost {
-        ($code:expr, $($arg:tt)*) => {{
-            let error = TransportError::recoverable($code, format!($($arg)*));
-            return SessionEnd::Lost { error, healthy };
-        }};
-    }
+/// Ends the session with a recoverable error.
+macro_rules! lost {
+    ($healthy:expr, $code:expr, $($arg:tt)*) => {{
+        let error = TransportError::recoverable($code, format!($($arg)*));
+        return SessionEnd::Lost { error, healthy: $healthy };
+    }};
+}
 
-    loop {
-        if let Some((deadline, aborted)) = draining {
-            if in_flight == 0 || tokio::time::Instant::now() >= deadline {
-                if in_flight > 0 {
-                    log.warn(|| format!("closing with {in_flight} handler(s) still running; their events will be re-delivered{conn_tag}"));
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        sink: &mut WsSink,
+        stream: &mut WsSource,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> SessionEnd {
+        let cfg = self.ctx.cfg;
+        let log = self.ctx.log;
+        let ping_interval_of = |server: &ServerConfig| {
+            cfg.ping_interval
+                .or(server.ping_interval)
+                .unwrap_or(DEFAULT_PING_INTERVAL)
+        };
+        let ping = Frame::ping(self.endpoint.service_id).encode_to_vec();
+        let mut next_ping = tokio::time::Instant::now();
+        let mut last_ping_at: Option<tokio::time::Instant> = None;
+        let mut pong_deadline: Option<tokio::time::Instant> = None;
+        let mut slow_armed = false;
+
+        // The timers live across turns of the loop and are reset only when their deadline
+        // changes: a `sleep_until` made afresh in every turn registers with and leaves the
+        // runtime's timer wheel each time, once per message read under load.
+        let ping_timer = tokio::time::sleep_until(next_ping);
+        let pong_timer = tokio::time::sleep(Duration::from_secs(86_400));
+        let expiry_timer = tokio::time::sleep(EXPIRY_TICK);
+        let drain_timer = tokio::time::sleep(Duration::from_secs(86_400));
+        let slow_timer = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(
+            ping_timer,
+            pong_timer,
+            expiry_timer,
+            drain_timer,
+            slow_timer
+        );
+
+        // Set by a graceful close: no more reads, pings or liveness checks; leave when every
+        // in-flight handler has acked or the drain time is up.
+        let mut draining: Option<(tokio::time::Instant, bool)> = None;
+
+        loop {
+            if self.unflushed {
+                self.unflushed = false;
+                if let Err(e) = sink.flush().await {
+                    lost!(
+                        self.healthy,
+                        ErrorCode::Disconnected,
+                        "writing acks failed: {e}"
+                    );
                 }
-                close_gracefully(&mut sink, &mut stream, ctx.cfg.timeouts.close).await;
-                return SessionEnd::Stopped { aborted };
             }
-        }
-        let reading = draining.is_none() && in_flight < max_in_flight;
-        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
-        let drain_deadline = draining.map(|(d, _)| d).unwrap_or(far);
-        tokio::select! {
-            biased;
-            ctrl = control.recv() => match ctrl {
-                Some(Control::Close { force: true, aborted, .. }) => {
+            if let Some((deadline, aborted)) = draining {
+                let in_flight = self.inflight.len();
+                if in_flight == 0 || tokio::time::Instant::now() >= deadline {
+                    if in_flight > 0 {
+                        let tag = &self.conn_tag;
+                        log.warn(|| format!("closing with {in_flight} handler(s) still running; their events will be re-delivered{tag}"));
+                    }
+                    close_gracefully(sink, stream, cfg.timeouts.close).await;
                     return SessionEnd::Stopped { aborted };
                 }
-                Some(Control::Close { force: false, drain, aborted }) => {
-                    log.debug(|| format!("closing: draining {in_flight} in-flight handler(s) for up to {} ms{conn_tag}", drain.as_millis()));
-                    draining = Some((tokio::time::Instant::now() + drain, aborted));
-                    pong_deadline = None;
-                }
-                Some(Control::Drop(reason)) => {
-                    lost!(ErrorCode::Disconnected, "connection dropped by the application: {reason}");
-                }
-                // The run is gone (its future was dropped): nobody is listening.
-                None => return SessionEnd::Stopped { aborted: false },
-            },
-            Some(first) = ack_rx.recv() => {
-                // Feed every ack that is ready, then flush once: batching keeps the
-                // syscall count per event low under load.
-                let mut batch = Some(first);
-                while let Some(ack) = batch.take().or_else(|| ack_rx.try_recv().ok()) {
-                    in_flight -= 1;
-                    Counters::bump(if ack.ok { &counters.acks } else { &counters.failed_acks });
-                    if let Err(e) = sink.feed(Message::Binary(ack.frame.encode_to_vec().into())).await {
-                        lost!(ErrorCode::Disconnected, "writing an ack failed: {e}");
-                    }
-                }
-                if let Err(e) = sink.flush().await {
-                    lost!(ErrorCode::Disconnected, "writing acks failed: {e}");
+            }
+            if !slow_armed {
+                if let Some(&(_, due)) = self.inflight.slow.front() {
+                    slow_timer.as_mut().reset(due);
+                    slow_armed = true;
                 }
             }
-            msg = stream.next(), if reading => {
-                let msg = match msg {
-                    None => lost!(ErrorCode::Disconnected, "the server closed the connection without a close frame"),
-                    Some(Err(e)) => lost!(ErrorCode::Disconnected, "the connection failed: {e}"),
-                    Some(Ok(m)) => m,
-                };
-                // Any inbound traffic proves the peer alive (as the Node SDK's pingTimeout does).
-                pong_deadline = None;
-                match msg {
-                    Message::Binary(bytes) => {
-                        let frame = match Frame::decode_bytes(&bytes) {
-                            Ok(f) => f,
-                            Err(e) => {
-                                drops.note(counters, log, || format!("dropped an undecodable frame ({} bytes): {e}{conn_tag}", bytes.len()));
-                                continue;
-                            }
-                        };
-                        match frame.method {
-                            METHOD_CONTROL => {
-                                if frame.frame_type() == frame_type::PONG {
-                                    counters.last_pong_at.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-                                    if !healthy {
-                                        healthy = true;
-                                        (ctx.on_healthy)();
-                                    }
-                                    if let Some(p) = frame.payload.as_deref().filter(|p| !p.is_empty()) {
-                                        match ServerConfig::from_pong(p) {
-                                            Some(update) => {
-                                                let before = *ctx.server;
-                                                ctx.server.merge(&update);
-                                                if *ctx.server != before {
-                                                    log.debug(|| format!("server config updated by pong: {:?}{conn_tag}", ctx.server));
-                                                    (ctx.on_server_config)(ctx.server);
-                                                    // A new interval counts from the last ping, not
-                                                    // from the one after it.
-                                                    if let Some(sent) = last_ping_at {
-                                                        next_ping = sent + ping_interval_of(ctx.server);
-                                                    }
-                                                }
-                                            }
-                                            None => {
-                                                drops.note(counters, log, || format!("ignored a pong whose config is not JSON{conn_tag}"));
-                                            }
-                                        }
-                                    }
-                                }
-                                // A server `ping` gets no reply, as in every official SDK.
-                            }
-                            METHOD_DATA => {
-                                if frame.frame_type() != frame_type::EVENT {
-                                    // `card` and unknown types: no dispatch and no ack, as
-                                    // every official SDK does (PROTOCOL.md §6).
-                                    log.debug(|| format!("ignored a data frame of type {:?}{conn_tag}", frame.frame_type()));
-                                    continue;
-                                }
-                                let complete = match assembler.push(&frame, Instant::now()) {
-                                    Ok(Some(c)) => c,
-                                    Ok(None) => continue,
-                                    Err(e) => {
-                                        drops.note(counters, log, || format!("dropped a fragment: {e}{conn_tag}"));
-                                        continue;
-                                    }
-                                };
-                                let payload = match String::from_utf8(complete.payload) {
-                                    Ok(s) => s,
-                                    Err(_) => {
-                                        drops.note(counters, log, || format!("dropped event {}: its payload is not UTF-8{conn_tag}", complete.message_id));
-                                        continue;
-                                    }
-                                };
-                                let meta = match envelope_meta(&payload) {
-                                    Ok(m) => m,
-                                    Err(e) => {
-                                        drops.note(counters, log, || format!("dropped event {}: its payload is not a JSON object: {e}{conn_tag}", complete.message_id));
-                                        continue;
-                                    }
-                                };
-                                let received_at_ms = now_ms();
-                                Counters::bump(&counters.events);
-                                counters.last_event_at.store(received_at_ms, std::sync::atomic::Ordering::Relaxed);
-                                if !healthy {
-                                    healthy = true;
-                                    (ctx.on_healthy)();
-                                }
-                                let event = InboundEvent {
-                                    payload,
-                                    trace_id: frame.header(header_key::TRACE_ID).map(str::to_string),
-                                    message_id: complete.message_id,
-                                    event_type: meta.event_type,
-                                    event_id: meta.event_id,
-                                    received_at_ms,
-                                };
-                                in_flight += 1;
-                                dispatch_event(
-                                    event,
-                                    frame,
-                                    ctx.handler,
-                                    ctx.dedupe,
-                                    ctx.status,
-                                    log,
-                                    ctx.cfg.slow_handler_warning,
-                                    ack_tx.clone(),
-                                    &handler_tasks,
-                                );
-                            }
-                            other => {
-                                log.debug(|| format!("ignored a frame with method {other}{conn_tag}"));
+            let reading = draining.is_none() && self.inflight.len() < cfg.max_concurrent_handlers;
+            tokio::select! {
+                biased;
+                ctrl = control.recv() => match ctrl {
+                    Some(Control::Close { force: true, aborted, .. }) => {
+                        return SessionEnd::Stopped { aborted };
+                    }
+                    Some(Control::Close { force: false, drain, aborted }) => {
+                        let in_flight = self.inflight.len();
+                        let tag = &self.conn_tag;
+                        log.debug(|| format!("closing: draining {in_flight} in-flight handler(s) for up to {} ms{tag}", drain.as_millis()));
+                        let deadline = tokio::time::Instant::now() + drain;
+                        draining = Some((deadline, aborted));
+                        drain_timer.as_mut().reset(deadline);
+                        pong_deadline = None;
+                    }
+                    Some(Control::Drop(reason)) => {
+                        lost!(self.healthy, ErrorCode::Disconnected, "connection dropped by the application: {reason}");
+                    }
+                    // The run is gone (its future was dropped): nobody is listening.
+                    None => return SessionEnd::Stopped { aborted: false },
+                },
+                Some((token, answer)) = self.inflight.rx.recv() => {
+                    // Every answer that is ready is fed, then flushed once at the top of
+                    // the loop: batching keeps the syscall count per event low under load.
+                    let mut next = Some((token, answer));
+                    while let Some((token, answer)) = next.take().or_else(|| self.inflight.rx.try_recv().ok()) {
+                        if let Some(ack) = self.inflight.settle(token, answer, log) {
+                            if let Err(e) = self.write_ack(sink, ack).await {
+                                lost!(self.healthy, ErrorCode::Disconnected, "writing an ack failed: {e}");
                             }
                         }
                     }
-                    Message::Text(t) => {
-                        drops.note(counters, log, || format!("dropped a text message ({} bytes): the protocol is binary{conn_tag}", t.len()));
+                    self.inflight.trim_slow();
+                }
+                msg = stream.next(), if reading => {
+                    // Any inbound traffic proves the peer alive (as the Node SDK's pingTimeout does).
+                    pong_deadline = None;
+                    let mut msg = msg;
+                    let mut burst = 0;
+                    loop {
+                        let m = match msg {
+                            None => lost!(self.healthy, ErrorCode::Disconnected, "the server closed the connection without a close frame"),
+                            Some(Err(e)) => lost!(self.healthy, ErrorCode::Disconnected, "the connection failed: {e}"),
+                            Some(Ok(m)) => m,
+                        };
+                        match self.on_message(m, sink).await {
+                            Ok(Some(changed)) => {
+                                // A pong changed the config: a new interval counts from
+                                // the last ping, not from the one after it.
+                                if let (true, Some(sent)) = (changed, last_ping_at) {
+                                    next_ping = sent + ping_interval_of(self.ctx.server);
+                                    ping_timer.as_mut().reset(next_ping);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(end) => return end,
+                        }
+                        burst += 1;
+                        if burst >= READ_BURST || self.inflight.len() >= cfg.max_concurrent_handlers {
+                            break;
+                        }
+                        // More messages already buffered are read in this turn.
+                        match stream.next().now_or_never() {
+                            Some(m) => msg = m,
+                            None => break,
+                        }
                     }
-                    Message::Close(frame) => {
-                        let why = frame.map(|f| format!("code {}, reason {:?}", u16::from(f.code), f.reason.as_str())).unwrap_or_else(|| "no code".into());
-                        lost!(ErrorCode::Disconnected, "the server closed the connection ({why})");
+                }
+                () = &mut ping_timer, if draining.is_none() => {
+                    let now = tokio::time::Instant::now();
+                    if let Err(e) = sink.send(Message::Binary(ping.clone().into())).await {
+                        lost!(self.healthy, ErrorCode::Disconnected, "sending a ping failed: {e}");
                     }
-                    // tungstenite answers RFC 6455 pings itself.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    self.unflushed = false;
+                    let tag = &self.conn_tag;
+                    log.debug(|| format!("ping sent (service {}){tag}", self.endpoint.service_id));
+                    if pong_deadline.is_none() {
+                        let deadline = now + cfg.timeouts.pong;
+                        pong_deadline = Some(deadline);
+                        pong_timer.as_mut().reset(deadline);
+                    }
+                    next_ping = now + ping_interval_of(self.ctx.server);
+                    ping_timer.as_mut().reset(next_ping);
+                    last_ping_at = Some(now);
                 }
+                () = &mut pong_timer, if pong_deadline.is_some() => {
+                    // A deadline cleared by traffic since it was set has no timer reset,
+                    // so check that this is the deadline still in force.
+                    let deadline = pong_deadline.unwrap_or_else(tokio::time::Instant::now);
+                    if tokio::time::Instant::now() < deadline {
+                        pong_timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    if !reading {
+                        // We stopped reading on purpose (handlers saturated): silence is ours,
+                        // not the server's. Check again after another full timeout.
+                        let deadline = tokio::time::Instant::now() + cfg.timeouts.pong;
+                        pong_deadline = Some(deadline);
+                        pong_timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    lost!(self.healthy, ErrorCode::PongTimeout, "nothing arrived within {} ms of a ping: the connection is presumed dead", cfg.timeouts.pong.as_millis());
+                }
+                () = &mut expiry_timer => {
+                    let expired = self.assembler.expire(Instant::now());
+                    if expired > 0 {
+                        self.ctx.status.counters.dropped_frames.fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
+                        let tag = &self.conn_tag;
+                        log.warn(|| format!("discarded {expired} incomplete fragmented message(s) after the 10 s limit{tag}"));
+                    }
+                    expiry_timer.as_mut().reset(tokio::time::Instant::now() + EXPIRY_TICK);
+                }
+                () = &mut slow_timer, if slow_armed => {
+                    slow_armed = false;
+                    self.warn_slow(cfg.slow_handler_warning);
+                }
+                () = &mut drain_timer, if draining.is_some() => {}
             }
-            _ = tokio::time::sleep_until(next_ping), if draining.is_none() => {
-                let now = tokio::time::Instant::now();
-                if let Err(e) = sink.send(Message::Binary(ping.clone().into())).await {
-                    lost!(ErrorCode::Disconnected, "sending a ping failed: {e}");
-                }
-                log.debug(|| format!("ping sent (service {}){conn_tag}", endpoint.service_id));
-                if pong_deadline.is_none() {
-                    pong_deadline = Some(now + ctx.cfg.timeouts.pong);
-                }
-                next_ping = now + ping_interval_of(ctx.server);
-                last_ping_at = Some(now);
+        }
+    }
+
+    /// Feeds one ack to the sink (flushed at the top of the loop).
+    async fn write_ack(
+        &mut self,
+        sink: &mut WsSink,
+        ack: ReadyAck,
+    ) -> Result<(), tungstenite::Error> {
+        let counters = &self.ctx.status.counters;
+        Counters::bump(if ack.ok {
+            &counters.acks
+        } else {
+            &counters.failed_acks
+        });
+        self.unflushed = true;
+        sink.feed(Message::Binary(ack.frame.into())).await
+    }
+
+    /// Warns once about each handler that has run past `slow_after` (Feishu re-delivers
+    /// events not acked within 3 s).
+    fn warn_slow(&mut self, slow_after: Duration) {
+        let now = tokio::time::Instant::now();
+        while let Some(&(token, due)) = self.inflight.slow.front() {
+            if due > now {
+                break;
             }
-            _ = tokio::time::sleep_until(pong_deadline.unwrap_or(far)), if pong_deadline.is_some() => {
-                if !reading {
-                    // We stopped reading on purpose (handlers saturated): silence is ours,
-                    // not the server's. Check again after another full timeout.
-                    pong_deadline = Some(tokio::time::Instant::now() + ctx.cfg.timeouts.pong);
-                    continue;
-                }
-                lost!(ErrorCode::PongTimeout, "nothing arrived within {} ms of a ping: the connection is presumed dead", ctx.cfg.timeouts.pong.as_millis());
+            self.inflight.slow.pop_front();
+            if let Some(p) = self.inflight.pending.get(&token) {
+                let (id, kind) = (p.message_id(), p.event_type.as_deref().unwrap_or(""));
+                self.ctx.log.warn(|| format!("the handler for event {id} ({kind}) has run for {} ms; Feishu re-delivers events not acked within 3 s", slow_after.as_millis()));
             }
-            _ = tokio::time::sleep_until(next_expiry) => {
-                let expired = assembler.expire(Instant::now());
-                if expired > 0 {
-                    counters.dropped_frames.fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
-                    log.warn(|| format!("discarded {expired} incomplete fragmented message(s) after the 10 s limit{conn_tag}"));
-                }
-                next_expiry = tokio::time::Instant::now() + EXPIRY_TICK;
+        }
+        self.inflight.trim_slow();
+    }
+
+    /// Handles one inbound message. `Ok(Some(true))`: a pong changed the server config.
+    async fn on_message(
+        &mut self,
+        msg: Message,
+        sink: &mut WsSink,
+    ) -> Result<Option<bool>, SessionEnd> {
+        let counters = &self.ctx.status.counters;
+        let log = self.ctx.log;
+        let tag = &self.conn_tag;
+        let bytes = match msg {
+            Message::Binary(bytes) => bytes,
+            Message::Text(t) => {
+                self.drops.note(counters, log, || {
+                    format!(
+                        "dropped a text message ({} bytes): the protocol is binary{tag}",
+                        t.len()
+                    )
+                });
+                return Ok(None);
             }
-            _ = tokio::time::sleep_until(drain_deadline), if draining.is_some() => {}
+            Message::Close(frame) => {
+                let why = frame
+                    .map(|f| format!("code {}, reason {:?}", u16::from(f.code), f.reason.as_str()))
+                    .unwrap_or_else(|| "no code".into());
+                let error = TransportError::recoverable(
+                    ErrorCode::Disconnected,
+                    format!("the server closed the connection ({why})"),
+                );
+                return Err(SessionEnd::Lost {
+                    error,
+                    healthy: self.healthy,
+                });
+            }
+            // tungstenite answers RFC 6455 pings itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(None),
+        };
+        let len = bytes.len();
+        let frame = match FrameView::decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.drops.note(counters, log, || {
+                    format!("dropped an undecodable frame ({len} bytes): {e}{tag}")
+                });
+                return Ok(None);
+            }
+        };
+        match frame.method {
+            METHOD_CONTROL => Ok(self.on_control(frame).then_some(true)),
+            METHOD_DATA => {
+                if frame.frame_type() != frame_type::EVENT {
+                    // `card` and unknown types: no dispatch and no ack, as every official
+                    // SDK does (PROTOCOL.md §6).
+                    log.debug(|| {
+                        format!("ignored a data frame of type {:?}{tag}", frame.frame_type())
+                    });
+                    return Ok(None);
+                }
+                if let Some(ack) = self.on_event_frame(frame) {
+                    if let Err(e) = self.write_ack(sink, ack).await {
+                        let error = TransportError::recoverable(
+                            ErrorCode::Disconnected,
+                            format!("writing an ack failed: {e}"),
+                        );
+                        return Err(SessionEnd::Lost {
+                            error,
+                            healthy: self.healthy,
+                        });
+                    }
+                }
+                Ok(None)
+            }
+            other => {
+                log.debug(|| format!("ignored a frame with method {other}{tag}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// A control frame; true when a pong changed the server config.
+    fn on_control(&mut self, frame: FrameView) -> bool {
+        // A server `ping` gets no reply, as in every official SDK.
+        if frame.frame_type() != frame_type::PONG {
+            return false;
+        }
+        let counters = &self.ctx.status.counters;
+        counters
+            .last_pong_at
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        self.mark_healthy();
+        let Some(p) = frame.payload.as_deref().filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        let tag = &self.conn_tag;
+        match ServerConfig::from_pong(p) {
+            Some(update) => {
+                let before = *self.ctx.server;
+                self.ctx.server.merge(&update);
+                if *self.ctx.server == before {
+                    return false;
+                }
+                let server = *self.ctx.server;
+                self.ctx
+                    .log
+                    .debug(|| format!("server config updated by pong: {server:?}{tag}"));
+                (self.ctx.on_server_config)(self.ctx.server);
+                true
+            }
+            None => {
+                self.drops.note(counters, self.ctx.log, || {
+                    format!("ignored a pong whose config is not JSON{tag}")
+                });
+                false
+            }
+        }
+    }
+
+    fn mark_healthy(&mut self) {
+        if !self.healthy {
+            self.healthy = true;
+            (self.ctx.on_healthy)();
+        }
+    }
+
+    /// An event frame: reassembles, checks and dispatches it. Returns an ack to write
+    /// right away when dedupe already knows the answer.
+    fn on_event_frame(&mut self, mut frame: FrameView) -> Option<ReadyAck> {
+        let counters = &self.ctx.status.counters;
+        let log = self.ctx.log;
+        let tag = &self.conn_tag;
+        // The payload moves on (to the handler, or into the fragment buffer); the ack
+        // needs only the headers.
+        let payload = frame.payload.take().map(Vec::from).unwrap_or_default();
+        let complete = match self.assembler.push_owned(&frame, payload, Instant::now()) {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                self.drops
+                    .note(counters, log, || format!("dropped a fragment: {e}{tag}"));
+                return None;
+            }
+        };
+        let payload = match String::from_utf8(complete.payload) {
+            Ok(s) => s,
+            Err(_) => {
+                let id = complete.message_id;
+                self.drops.note(counters, log, || {
+                    format!("dropped event {id}: its payload is not UTF-8{tag}")
+                });
+                return None;
+            }
+        };
+        let meta = match envelope_meta(&payload) {
+            Ok(m) => m,
+            Err(e) => {
+                let id = complete.message_id;
+                self.drops.note(counters, log, || {
+                    format!("dropped event {id}: its payload is not a JSON object: {e}{tag}")
+                });
+                return None;
+            }
+        };
+        let received_at_ms = now_ms();
+        Counters::bump(&counters.events);
+        counters
+            .last_event_at
+            .store(received_at_ms, std::sync::atomic::Ordering::Relaxed);
+        self.mark_healthy();
+        let ack = AckTemplate::new(&frame);
+        let event = InboundEvent {
+            payload,
+            trace_id: frame.header(header_key::TRACE_ID).map(str::to_string),
+            message_id: complete.message_id,
+            event_type: meta.event_type,
+            event_id: meta.event_id,
+            received_at_ms,
+        };
+        self.dispatch(event, ack)
+    }
+
+    /// Decides what one event needs — a handler call, a remembered result, or a wait for
+    /// the same event in flight — and starts it. Handlers are called right here, so in
+    /// arrival order.
+    fn dispatch(&mut self, event: InboundEvent, ack: AckTemplate) -> Option<ReadyAck> {
+        let started = Instant::now();
+        let token = self.inflight.next_token;
+        self.inflight.next_token += 1;
+        let mut guard = None;
+        if let (Some(d), Some(key)) = (self.ctx.dedupe, event.event_id.as_deref()) {
+            match d.begin(key, started) {
+                Begin::Done(v) => {
+                    Counters::bump(&self.ctx.status.counters.duplicates);
+                    self.ctx.log.debug(|| format!("event {key} was already handled; acking the re-delivery with the same result"));
+                    return Some(ReadyAck {
+                        frame: ack.encode(0, &v),
+                        ok: v != AckPayload::Failed,
+                    });
+                }
+                Begin::Wait(h) => {
+                    let event_type = event.event_type.clone();
+                    self.track(token, ack, None, started, event_type);
+                    let tx = self.inflight.tx.clone();
+                    let handler = self.ctx.handler.clone();
+                    let status = self.ctx.status.clone();
+                    let dedupe = d.clone();
+                    tokio::spawn(async move {
+                        let answer =
+                            await_first_delivery(h, event, &dedupe, &handler, &status).await;
+                        let _ = tx.send((token, answer));
+                    });
+                    return None;
+                }
+                Begin::Run(g) => guard = Some(g),
+            }
+        }
+        let event_type = event.event_type.clone();
+        self.track(token, ack, guard, started, event_type);
+        self.ctx
+            .handler
+            .handle(event, Reply::session(self.inflight.tx.clone(), token));
+        None
+    }
+
+    fn track(
+        &mut self,
+        token: u64,
+        ack: AckTemplate,
+        guard: Option<DedupeGuard<AckPayload>>,
+        started: Instant,
+        event_type: Option<String>,
+    ) {
+        self.inflight.pending.insert(
+            token,
+            Pending {
+                ack,
+                guard,
+                started,
+                event_type,
+            },
+        );
+        let due = tokio::time::Instant::from_std(started) + self.ctx.cfg.slow_handler_warning;
+        self.inflight.slow.push_back((token, due));
+    }
+}
+
+/// A re-delivery of an event still in flight: waits for the first delivery's outcome; if
+/// that failed, this delivery may run the handler itself.
+async fn await_first_delivery(
+    mut wait: WaitHandle<AckPayload>,
+    event: InboundEvent,
+    dedupe: &Arc<Dedupe<AckPayload>>,
+    handler: &Arc<dyn EventHandler>,
+    status: &Arc<StatusStore>,
+) -> Answer {
+    loop {
+        if let Some(v) = wait.wait().await {
+            Counters::bump(&status.counters.duplicates);
+            return Answer::Known(v);
+        }
+        let key = event.event_id.clone().unwrap_or_default();
+        match dedupe.begin(&key, Instant::now()) {
+            Begin::Done(v) => {
+                Counters::bump(&status.counters.duplicates);
+                return Answer::Known(v);
+            }
+            Begin::Wait(next) => wait = next,
+            Begin::Run(guard) => {
+                let (reply, rx) = Reply::oneshot();
+                handler.handle(event, reply);
+                let result = rx.await.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string()));
+                // Settled here, since the session's entry for this delivery owns no guard.
+                let settled = match &result {
+                    Ok(None) => AckPayload::Ok,
+                    Ok(Some(json)) => AckPayload::OkWithData(json.clone().into_bytes()),
+                    Err(_) => AckPayload::Failed,
+                };
+                settle_dedupe(Some(guard), &settled);
+                return Answer::Handler(result);
+            }
+        }
+    }
+}
+
+/// The ack a handler's result becomes; a failure is logged.
+fn ack_payload(
+    result: HandlerResult,
+    message_id: &str,
+    event_type: Option<&str>,
+    log: &Log,
+) -> AckPayload {
+    match result {
+        Ok(None) => AckPayload::Ok,
+        Ok(Some(json)) => AckPayload::OkWithData(json.into_bytes()),
+        Err(reason) => {
+            let event_type = event_type.unwrap_or("");
+            log.emit(
+                LogLevel::Error,
+                format!("the handler for event {message_id} ({event_type}) failed; acking 500 so Feishu re-delivers: {reason}"),
+            );
+            AckPayload::Failed
+        }
+    }
+}
+
+/// Remembers a success for re-deliveries; a failure is never remembered.
+fn settle_dedupe(guard: Option<DedupeGuard<AckPayload>>, payload: &AckPayload) {
+    if let Some(guard) = guard {
+        match payload {
+            AckPayload::Failed => guard.fail(),
+            ok => guard.succeed(ok.clone(), Instant::now()),
         }
     }
 }
@@ -509,163 +981,4 @@ where
         }
     })
     .await;
-}
-
-/// The rest of one event after its JavaScript call is queued: await the handler, settle
-/// dedupe, hand the ack to the session.
-type HandlerTask = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Starts the task that drives a session's [`HandlerTask`]s, and returns its inbox. One
-/// task polls them all: a `tokio::spawn` per event cost an over-aligned allocation and a
-/// lock of the runtime's task list each, and a wake-up per event. Like spawned tasks,
-/// the handlers outlive the session: the driver ends once its inbox is closed (the
-/// session is gone) and every handler has finished, so a handler still running when the
-/// socket drops still settles dedupe for the re-delivery.
-fn spawn_handler_driver() -> mpsc::UnboundedSender<HandlerTask> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<HandlerTask>();
-    tokio::spawn(async move {
-        let mut running = FuturesUnordered::new();
-        let mut open = true;
-        while open || !running.is_empty() {
-            tokio::select! {
-                task = rx.recv(), if open => match task {
-                    Some(t) => {
-                        running.push(t);
-                        while let Ok(t) = rx.try_recv() {
-                            running.push(t);
-                        }
-                    }
-                    None => open = false,
-                },
-                Some(()) = running.next(), if !running.is_empty() => {}
-            }
-        }
-    });
-    tx
-}
-
-/// Decides, on the session task, what one event needs (a handler call, a remembered
-/// result, or a wait for the same event in flight) and queues the JavaScript call right
-/// away, so handlers are invoked in arrival order; the rest runs on the handler driver.
-#[allow(clippy::too_many_arguments)]
-fn dispatch_event(
-    event: InboundEvent,
-    frame: Frame,
-    handler: &Arc<dyn EventHandler>,
-    dedupe: Option<&Arc<Dedupe<AckPayload>>>,
-    status: &Arc<StatusStore>,
-    log: &Log,
-    slow_after: Duration,
-    ack_tx: mpsc::UnboundedSender<ReadyAck>,
-    tasks: &mpsc::UnboundedSender<HandlerTask>,
-) {
-    enum Step {
-        Run(Option<DedupeGuard<AckPayload>>, HandlerFuture),
-        Done(AckPayload),
-        Wait(
-            WaitHandle<AckPayload>,
-            InboundEvent,
-            Arc<Dedupe<AckPayload>>,
-        ),
-    }
-    let started = Instant::now();
-    // Only the headers are needed for the ack: free the last fragment's bytes now, not
-    // when the handler is done.
-    let mut frame = frame;
-    frame.payload = None;
-    let message_id = event.message_id.clone();
-    let event_type = event.event_type.clone().unwrap_or_default();
-    let step = match (dedupe, event.event_id.clone()) {
-        (Some(d), Some(key)) => match d.begin(&key, Instant::now()) {
-            Begin::Done(v) => {
-                Counters::bump(&status.counters.duplicates);
-                log.debug(|| format!("event {key} was already handled; acking the re-delivery with the same result"));
-                Step::Done(v)
-            }
-            Begin::Wait(h) => Step::Wait(h, event, d.clone()),
-            Begin::Run(guard) => Step::Run(Some(guard), handler.handle(event)),
-        },
-        _ => Step::Run(None, handler.handle(event)),
-    };
-    let handler = handler.clone();
-    let status = status.clone();
-    let log = log.clone();
-    let task = async move {
-        let payload = match step {
-            Step::Done(v) => v,
-            Step::Run(guard, fut) => {
-                let p = await_handler(fut, &message_id, &event_type, &log, slow_after).await;
-                settle(guard, &p);
-                p
-            }
-            Step::Wait(mut h, event, dedupe) => loop {
-                if let Some(v) = h.wait().await {
-                    Counters::bump(&status.counters.duplicates);
-                    break v;
-                }
-                // The first delivery failed: this one may run the handler now.
-                let key = event.event_id.clone().unwrap_or_default();
-                match dedupe.begin(&key, Instant::now()) {
-                    Begin::Done(v) => {
-                        Counters::bump(&status.counters.duplicates);
-                        break v;
-                    }
-                    Begin::Wait(next) => h = next,
-                    Begin::Run(guard) => {
-                        let fut = handler.handle(event);
-                        let p =
-                            await_handler(fut, &message_id, &event_type, &log, slow_after).await;
-                        settle(Some(guard), &p);
-                        break p;
-                    }
-                }
-            },
-        };
-        let biz_rt = started.elapsed().as_millis() as u64;
-        let ok = payload != AckPayload::Failed;
-        let ack = frame.into_ack(biz_rt, &payload);
-        if ack_tx.send(ReadyAck { frame: ack, ok }).is_err() {
-            log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
-        }
-    };
-    // The driver lives as long as this sender; it cannot be gone here.
-    let _ = tasks.send(Box::pin(task));
-}
-
-/// Remembers a success for re-deliveries; a failure is never remembered.
-fn settle(guard: Option<DedupeGuard<AckPayload>>, payload: &AckPayload) {
-    if let Some(guard) = guard {
-        match payload {
-            AckPayload::Failed => guard.fail(),
-            ok => guard.succeed(ok.clone(), Instant::now()),
-        }
-    }
-}
-
-async fn await_handler(
-    fut: HandlerFuture,
-    message_id: &str,
-    event_type: &str,
-    log: &Log,
-    slow_after: Duration,
-) -> AckPayload {
-    tokio::pin!(fut);
-    let result = tokio::select! {
-        r = &mut fut => r,
-        _ = tokio::time::sleep(slow_after) => {
-            log.warn(|| format!("the handler for event {message_id} ({event_type}) has run for {} ms; Feishu re-delivers events not acked within 3 s", slow_after.as_millis()));
-            fut.await
-        }
-    };
-    match result {
-        Ok(None) => AckPayload::Ok,
-        Ok(Some(json)) => AckPayload::OkWithData(json.into_bytes()),
-        Err(reason) => {
-            log.emit(
-                LogLevel::Error,
-                format!("the handler for event {message_id} ({event_type}) failed; acking 500 so Feishu re-delivers: {reason}"),
-            );
-            AckPayload::Failed
-        }
-    }
 }

@@ -8,6 +8,7 @@
 //! the point of a re-delivery after a failure is to try again.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,10 +55,12 @@ enum Entry<V> {
 }
 
 struct State<V> {
-    entries: HashMap<String, Entry<V>>,
+    /// FxHash rather than SipHash: keys are event ids chosen by Feishu, and every event
+    /// costs a few lookups. A key is allocated once and shared with `finished`.
+    entries: HashMap<Arc<str>, Entry<V>, BuildHasherDefault<rustc_hash::FxHasher>>,
     /// Successes in the order they finished. An item whose entry was replaced since (its
     /// generation differs) is stale and skipped; generations make that check exact.
-    finished: VecDeque<(String, u64)>,
+    finished: VecDeque<(Arc<str>, u64)>,
     done: usize,
     next_generation: u64,
 }
@@ -66,7 +69,7 @@ impl<V> State<V> {
     /// Forgets the oldest successes while they are expired or above `max_entries`.
     fn sweep(&mut self, now: Instant, cfg: &DedupeConfig) {
         while let Some((key, generation)) = self.finished.front() {
-            match self.entries.get(key) {
+            match self.entries.get(&**key) {
                 Some(Entry::Done {
                     generation: g, at, ..
                 }) if g == generation => {
@@ -74,7 +77,7 @@ impl<V> State<V> {
                     if !(expired || self.done > cfg.max_entries) {
                         break;
                     }
-                    self.entries.remove(key);
+                    self.entries.remove(&**key);
                     self.done -= 1;
                 }
                 _ => {}
@@ -86,7 +89,7 @@ impl<V> State<V> {
         if self.finished.len() > 2 * self.done + 64 {
             let entries = &self.entries;
             self.finished.retain(|(key, generation)| {
-                matches!(entries.get(key), Some(Entry::Done { generation: g, .. }) if g == generation)
+                matches!(entries.get(&**key), Some(Entry::Done { generation: g, .. }) if g == generation)
             });
         }
     }
@@ -135,7 +138,7 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
             shared: Arc::new(Shared {
                 cfg,
                 state: Mutex::new(State {
-                    entries: HashMap::new(),
+                    entries: HashMap::default(),
                     finished: VecDeque::new(),
                     done: 0,
                     next_generation: 0,
@@ -171,8 +174,9 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
         }
         let generation = state.next_generation;
         state.next_generation += 1;
+        let key: Arc<str> = Arc::from(key);
         state.entries.insert(
-            key.to_owned(),
+            Arc::clone(&key),
             Entry::InFlight {
                 generation,
                 waiters: Vec::new(),
@@ -180,7 +184,7 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
         );
         Begin::Run(DedupeGuard {
             shared: Arc::clone(&self.shared),
-            key: key.to_owned(),
+            key,
             generation,
             finished: false,
         })
@@ -200,7 +204,7 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
 /// a cancelled or panicking handler task never leaves waiters hanging.
 pub struct DedupeGuard<V: Clone + Send + Sync + 'static> {
     shared: Arc<Shared<V>>,
-    key: String,
+    key: Arc<str>,
     generation: u64,
     finished: bool,
 }
@@ -227,35 +231,38 @@ impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
         }
         let waiters = {
             let cfg = &self.shared.cfg;
-            let mut state = self.shared.lock();
-            let ours = matches!(
-                state.entries.get(&self.key),
-                Some(Entry::InFlight { generation, .. }) if *generation == self.generation
-            );
+            let mut guard = self.shared.lock();
+            let state = &mut *guard;
+            // One lookup: the entry is ours only if no later delivery replaced it.
+            let ours = match state.entries.get_mut(&*self.key) {
+                Some(e) if matches!(&*e, Entry::InFlight { generation, .. } if *generation == self.generation) => {
+                    Some(e)
+                }
+                _ => None,
+            };
             match (ours, &success) {
-                (false, _) => Vec::new(),
-                (true, Some((value, at))) => {
-                    let done = Entry::Done {
-                        generation: self.generation,
-                        value: value.clone(),
-                        at: *at,
-                    };
+                (None, _) => Vec::new(),
+                (Some(entry), Some((value, at))) => {
                     // Replaced in place: no key copy.
-                    let old = state
-                        .entries
-                        .get_mut(&self.key)
-                        .map(|e| std::mem::replace(e, done));
+                    let old = std::mem::replace(
+                        entry,
+                        Entry::Done {
+                            generation: self.generation,
+                            value: value.clone(),
+                            at: *at,
+                        },
+                    );
                     state.done += 1;
                     state
                         .finished
-                        .push_back((std::mem::take(&mut self.key), self.generation));
+                        .push_back((Arc::clone(&self.key), self.generation));
                     state.sweep(*at, cfg);
                     match old {
-                        Some(Entry::InFlight { waiters, .. }) => waiters,
-                        _ => Vec::new(),
+                        Entry::InFlight { waiters, .. } => waiters,
+                        Entry::Done { .. } => Vec::new(),
                     }
                 }
-                (true, None) => match state.entries.remove(&self.key) {
+                (Some(_), None) => match state.entries.remove(&*self.key) {
                     Some(Entry::InFlight { waiters, .. }) => waiters,
                     _ => Vec::new(),
                 },

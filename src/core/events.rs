@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
 
 use super::config::LogLevel;
 use super::error::TransportError;
@@ -32,8 +33,87 @@ pub type HandlerResult = Result<Option<String>, String>;
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 
+/// Receives events. `handle` is called on the connection's task, in arrival order, and
+/// must not block: it starts the work and answers through `reply` later, from any thread.
+/// Answering through a handle rather than returning a future keeps the hot path free of
+/// a boxed future, a channel and a timer per event: the answer goes straight into the
+/// session's queue, which writes the ack.
 pub trait EventHandler: Send + Sync + 'static {
-    fn handle(&self, event: InboundEvent) -> HandlerFuture;
+    fn handle(&self, event: InboundEvent, reply: Reply);
+}
+
+/// An [`EventHandler`] made of a function returning a future: each event's future runs
+/// as its own task. Convenient for embedders in Rust and for tests.
+pub struct FnHandler<F>(pub F);
+
+impl<F> EventHandler for FnHandler<F>
+where
+    F: Fn(InboundEvent) -> HandlerFuture + Send + Sync + 'static,
+{
+    fn handle(&self, event: InboundEvent, reply: Reply) {
+        let fut = (self.0)(event);
+        tokio::spawn(async move { reply.send(fut.await) });
+    }
+}
+
+/// Where a session collects its handlers' answers, by token.
+pub(crate) type ReplySender = mpsc::UnboundedSender<(u64, super::connection::Answer)>;
+
+/// The answer to one event. Dropping it unanswered counts as a failure (a 500 ack, and
+/// Feishu re-delivers), so an embedder that loses an event cannot leave it hanging.
+pub struct Reply {
+    target: Option<ReplyTarget>,
+}
+
+enum ReplyTarget {
+    Session(ReplySender, u64),
+    Once(oneshot::Sender<HandlerResult>),
+}
+
+/// The reason given when a [`Reply`] is dropped unanswered.
+pub const REPLY_DROPPED: &str = "the handler went away before it answered";
+
+impl Reply {
+    pub(crate) fn session(tx: ReplySender, token: u64) -> Reply {
+        Reply {
+            target: Some(ReplyTarget::Session(tx, token)),
+        }
+    }
+
+    /// A reply whose answer arrives on the returned receiver.
+    pub fn oneshot() -> (Reply, oneshot::Receiver<HandlerResult>) {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply {
+            target: Some(ReplyTarget::Once(tx)),
+        };
+        (reply, rx)
+    }
+
+    /// Answers the event. If its connection is gone meanwhile, nothing is acked and
+    /// Feishu re-delivers it (dedupe still learns the outcome).
+    pub fn send(mut self, result: HandlerResult) {
+        self.deliver(result);
+    }
+
+    fn deliver(&mut self, result: HandlerResult) {
+        match self.target.take() {
+            Some(ReplyTarget::Session(tx, token)) => {
+                let _ = tx.send((token, super::connection::Answer::Handler(result)));
+            }
+            Some(ReplyTarget::Once(tx)) => {
+                let _ = tx.send(result);
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if self.target.is_some() {
+            self.deliver(Err(REPLY_DROPPED.to_string()));
+        }
+    }
 }
 
 /// Lifecycle notifications; every method defaults to doing nothing.

@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::frame::{header_key, Frame};
+use super::frame_view::Headers;
 
 /// Bounds on what the [`Assembler`] holds for messages that are not complete yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +176,7 @@ struct Position {
     seq: u32,
 }
 
-fn position(frame: &Frame, max_fragments: u32) -> Result<Position, FragmentError> {
+fn position(frame: &impl Headers, max_fragments: u32) -> Result<Position, FragmentError> {
     let (sum, seq) = match (frame.header(header_key::SUM), frame.header(header_key::SEQ)) {
         // Go's reading: a frame without fragment headers is a whole message.
         (None, None) => return Ok(Position { sum: 1, seq: 0 }),
@@ -225,12 +226,22 @@ impl Assembler {
     /// message is dropped as well, and a later fragment of it starts a new partial that
     /// expires unless the whole message is re-delivered.
     pub fn push(&mut self, frame: &Frame, now: Instant) -> Result<Option<Complete>, FragmentError> {
+        self.push_owned(frame, frame.payload.clone().unwrap_or_default(), now)
+    }
+
+    /// [`Assembler::push`] with the frame's payload handed over (taken out of the frame):
+    /// a whole message is passed on and a fragment is buffered without a copy.
+    pub fn push_owned(
+        &mut self,
+        frame: &impl Headers,
+        payload: Vec<u8>,
+        now: Instant,
+    ) -> Result<Option<Complete>, FragmentError> {
         let message_id = match frame.header(header_key::MESSAGE_ID) {
             Some(id) if !id.is_empty() => id,
             _ => return Err(FragmentError::MissingMessageId),
         };
         let Position { sum, seq } = position(frame, self.limits.max_fragments_per_message)?;
-        let payload = frame.payload.as_deref().unwrap_or_default();
 
         if sum == 1 {
             // The hot path: no map entry, no buffering. The lookup is skipped entirely
@@ -243,7 +254,7 @@ impl Assembler {
             }
             return Ok(Some(Complete {
                 message_id: message_id.to_owned(),
-                payload: payload.to_vec(),
+                payload,
             }));
         }
 
@@ -261,7 +272,8 @@ impl Assembler {
         // accounting before the new ones are checked.
         let slot = &partial.slots[seq as usize];
         let replaced = slot.as_ref().map_or(0, Vec::len);
-        let message_bytes = partial.bytes - replaced + payload.len();
+        let fragment_len = payload.len();
+        let message_bytes = partial.bytes - replaced + fragment_len;
         if message_bytes > max_bytes {
             self.drop_partial(message_id);
             return Err(FragmentError::MessageTooLarge {
@@ -275,7 +287,7 @@ impl Assembler {
             self.drop_partial(message_id);
             return Err(FragmentError::BufferFull {
                 buffered,
-                fragment: payload.len(),
+                fragment: fragment_len,
                 max: max_bytes,
             });
         }
@@ -283,7 +295,7 @@ impl Assembler {
         if slot.is_none() {
             partial.received += 1;
         }
-        partial.slots[seq as usize] = Some(payload.to_vec());
+        partial.slots[seq as usize] = Some(payload);
         partial.bytes = message_bytes;
         self.buffered = others + message_bytes;
 
@@ -309,7 +321,7 @@ impl Assembler {
         message_id: &str,
         sum: u32,
         seq: u32,
-        payload: &[u8],
+        payload: Vec<u8>,
         now: Instant,
     ) -> Result<Option<Complete>, FragmentError> {
         let max_bytes = self.limits.max_buffered_bytes;
@@ -336,19 +348,20 @@ impl Assembler {
                 max: self.limits.max_pending_messages,
             });
         }
+        let bytes = payload.len();
         let mut slots = vec![None; sum as usize];
-        slots[seq as usize] = Some(payload.to_vec());
+        slots[seq as usize] = Some(payload);
         self.partials.insert(
             message_id.to_owned(),
             Partial {
                 sum,
                 slots,
                 received: 1,
-                bytes: payload.len(),
+                bytes,
                 first_seen: now,
             },
         );
-        self.buffered += payload.len();
+        self.buffered += bytes;
         Ok(None)
     }
 
