@@ -424,10 +424,18 @@ fn push_hex(out: &mut String, value: u64, width: u32) {
 }
 
 fn new_message_id(inner: &Inner) -> String {
-    let n = inner.next_message.fetch_add(1, Ordering::Relaxed);
+    message_id_for(
+        inner.nonce,
+        inner.next_message.fetch_add(1, Ordering::Relaxed),
+    )
+}
+
+/// `om_emu`, the nonce in 8 hex digits and the counter in 16: the shape the event
+/// table's hasher recognises (`super::generated_id_counter`).
+fn message_id_for(nonce: u32, n: u64) -> String {
     let mut id = String::with_capacity(30);
     id.push_str("om_emu");
-    push_hex(&mut id, u64::from(inner.nonce), 8);
+    push_hex(&mut id, u64::from(nonce), 8);
     push_hex(&mut id, n, 16);
     id
 }
@@ -991,6 +999,14 @@ mod tests {
         }
         assert!(slots.iter().all(|s| !s.is_empty()));
         (slots.concat(), order)
+    }
+
+    #[test]
+    fn message_ids_carry_their_counter_for_the_event_table() {
+        for (nonce, n) in [(0, 1), (0xdead_beef, 0x0123_4567_89ab_cdef), (7, u64::MAX)] {
+            let id = message_id_for(nonce, n);
+            assert_eq!(super::super::generated_id_counter(id.as_bytes()), Some(n));
+        }
     }
 
     #[test]
