@@ -918,6 +918,11 @@ pub(crate) fn spawn_deadline_task(inner: Arc<Inner>) {
     });
 }
 
+/// At most this many events of one `push_many` are registered under one lock…
+const PUSH_BATCH: usize = 64;
+/// …and at most about this many payload bytes (at least one event).
+const PUSH_BATCH_BYTES: usize = 64 * 1024;
+
 /// Generated events ever made in this process (see `push_many`).
 static GENERATED_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -985,9 +990,17 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
         st.events.reserve(opts.count);
         st.acks.reserve(opts.count);
     }
+    // Events registered under one lock when several permits are free at once (acks come
+    // in bursts): one lock and one wake-up of the writer for the lot. Capped in bytes too,
+    // so big events are not all encoded while the ack reader waits for the lock.
+    let payload_len = fixed.as_ref().map_or(opts.payload_bytes, Bytes::len).max(1);
+    let max_batch = (PUSH_BATCH_BYTES / payload_len).clamp(1, PUSH_BATCH);
     let start = tokio::time::Instant::now();
     let mut ids = Vec::with_capacity(opts.count);
-    for i in 0..opts.count {
+    let mut batch: Vec<(String, EventState)> = Vec::with_capacity(max_batch);
+    let mut i = 0;
+    while i < opts.count {
+        let mut take = 1;
         if let Some(sem) = &semaphore {
             tokio::select! {
                 _ = inner.shutdown.cancelled() => break,
@@ -996,6 +1009,16 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
                     Ok(p) => p.forget(),
                     Err(_) => break,
                 },
+            }
+            // Paced pushes go one by one, each at its time.
+            if rate.is_none() {
+                while take < max_batch && i + take < opts.count {
+                    match sem.try_acquire() {
+                        Ok(p) => p.forget(),
+                        Err(_) => break,
+                    }
+                    take += 1;
+                }
             }
         }
         if let Some(r) = rate {
@@ -1010,45 +1033,54 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
                     _ = tokio::time::sleep_until(due) => {}
                 }
             }
-        } else if semaphore.is_none() && i % 64 == 63 {
-            // Let the connections' writers run between bursts on a small runtime.
-            tokio::task::yield_now().await;
-        }
-        let message_id = new_message_id(inner);
-        let (payload, event_id) = match &fixed {
-            Some(p) => (Payload::Bytes(p.clone()), fixed_event_id.clone()),
-            None => {
-                let mut buf = [0u8; 32];
-                write_hex(&mut buf[..8], u64::from(inner.nonce));
-                // Numbered across calls, so a second push_many never repeats the first's
-                // ids (a deduplicating client would skip them).
-                let n = GENERATED_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                write_hex(&mut buf[8..], n);
-                let event_id = std::str::from_utf8(&buf).unwrap_or_default();
-                let p = generated_payload(&app_id, event_id, &message_id, opts.payload_bytes);
-                (p, Some(Arc::from(event_id)))
+        } else if semaphore.is_none() {
+            if i > 0 {
+                // Let the connections' writers run between bursts on a small runtime.
+                tokio::task::yield_now().await;
             }
-        };
-        let ev = new_event(
-            Arc::from(message_id.as_str()),
-            app_id.clone(),
-            payload,
-            opts.fragments,
-            FragmentOrder::InOrder,
-            FrameType::Event,
-            event_id,
-            None,
-            None,
-            semaphore.clone(),
-        );
+            take = max_batch.min(opts.count - i);
+        }
+        for _ in 0..take {
+            let message_id = new_message_id(inner);
+            let (payload, event_id) = match &fixed {
+                Some(p) => (Payload::Bytes(p.clone()), fixed_event_id.clone()),
+                None => {
+                    let mut buf = [0u8; 32];
+                    write_hex(&mut buf[..8], u64::from(inner.nonce));
+                    // Numbered across calls, so a second push_many never repeats the
+                    // first's ids (a deduplicating client would skip them).
+                    let n = GENERATED_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    write_hex(&mut buf[8..], n);
+                    let event_id = std::str::from_utf8(&buf).unwrap_or_default();
+                    let p = generated_payload(&app_id, event_id, &message_id, opts.payload_bytes);
+                    (p, Some(Arc::from(event_id)))
+                }
+            };
+            let ev = new_event(
+                Arc::from(message_id.as_str()),
+                app_id.clone(),
+                payload,
+                opts.fragments,
+                FragmentOrder::InOrder,
+                FrameType::Event,
+                event_id,
+                None,
+                None,
+                semaphore.clone(),
+            );
+            batch.push((message_id, ev));
+        }
         {
             let mut st = inner.lock();
             if st.closed {
                 break;
             }
-            register_locked(inner, &mut st, ev);
+            for (message_id, ev) in batch.drain(..) {
+                register_locked(inner, &mut st, ev);
+                ids.push(message_id);
+            }
         }
-        ids.push(message_id);
+        i += take;
     }
     ids
 }
