@@ -775,29 +775,95 @@ pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
     }
 }
 
-/// Records an ack (a data frame from a client) and acts on it.
-pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &[u8]) {
-    let payload = frame.payload.as_deref().unwrap_or(&[]);
-    // The bare acks the official clients send are recognised without a JSON parse;
-    // anything else goes through the codec's parser.
-    let parsed = match payload {
-        br#"{"code":200}"# => Ok((200, None)),
-        br#"{"code":500}"# => Ok((500, None)),
-        _ => AckPayload::parse(payload),
-    };
-    let (code, data) = match parsed {
-        Ok(parsed) => parsed,
-        Err(e) => return bad_frame(inner, conn, &e.to_string()),
-    };
-    let now = Instant::now();
-    let at_ms = now_ms();
+/// An ack read from a client, parsed outside the state lock.
+pub(crate) struct ReceivedAck {
+    frame: FrameView,
+    /// The ack frame as received, copied out of the read buffer (see `AckEntry::raw`).
+    raw: Box<[u8]>,
+    code: i64,
+    data: Option<Vec<u8>>,
+}
+
+impl ReceivedAck {
+    /// Parses the payload of an ack (a data frame from a client); an unparseable one is
+    /// counted as a bad frame and dropped.
+    pub(crate) fn parse(
+        inner: &Inner,
+        conn: &ConnHandle,
+        frame: FrameView,
+        raw: Bytes,
+    ) -> Option<ReceivedAck> {
+        let payload = frame.payload.as_deref().unwrap_or(&[]);
+        // The bare acks the official clients send are recognised without a JSON parse;
+        // anything else goes through the codec's parser.
+        let parsed = match payload {
+            br#"{"code":200}"# => Ok((200, None)),
+            br#"{"code":500}"# => Ok((500, None)),
+            _ => AckPayload::parse(payload),
+        };
+        match parsed {
+            Ok((code, data)) => Some(ReceivedAck {
+                frame,
+                raw: raw[..].into(),
+                code,
+                data,
+            }),
+            Err(e) => {
+                bad_frame(inner, conn, &e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Records acks that arrived together on `conn` (at `now` / `at_ms`, when they were
+/// read), in order, under one lock, and acts on them.
+pub(crate) fn on_acks(
+    inner: &Inner,
+    conn: &ConnHandle,
+    acks: &mut Vec<ReceivedAck>,
+    now: Instant,
+    at_ms: u64,
+) {
+    if acks.is_empty() {
+        return;
+    }
+    let mut all_done = false;
+    {
+        let mut st = inner.lock();
+        for ack in acks.drain(..) {
+            all_done |= on_ack_locked(inner, &mut st, conn, ack, now, at_ms);
+        }
+    }
+    if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
+        inner.ack_arrived.notify_waiters();
+    }
+    if all_done {
+        inner.all_acked.notify_waiters();
+    }
+}
+
+/// Records one ack and acts on it; true when it finished the last pending event.
+fn on_ack_locked(
+    inner: &Inner,
+    st: &mut State,
+    conn: &ConnHandle,
+    ack: ReceivedAck,
+    now: Instant,
+    at_ms: u64,
+) -> bool {
+    let ReceivedAck {
+        frame,
+        raw,
+        code,
+        data,
+    } = ack;
     let message_id = frame.header(header_key::MESSAGE_ID).unwrap_or("");
     let biz_rt = frame
         .header(header_key::BIZ_RT)
         .and_then(|v| v.trim().parse::<i64>().ok());
     let log_id = frame.log_id;
 
-    let mut st = inner.lock();
     let index = st.acks_base + st.acks.len() as u64;
     st.stats.acks += 1;
     if code == 200 {
@@ -856,14 +922,14 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &
         st.done_order.push_back(key.clone());
     }
     if failed_current {
-        redeliver_locked(inner, &mut st, &key);
+        redeliver_locked(inner, st, &key);
     }
     st.acks.push(AckEntry {
         message_id: key,
         event_id,
         code,
         data,
-        raw: raw.into(),
+        raw,
         connection_id: conn.id.clone(),
         biz_rt,
         at_ms,
@@ -871,14 +937,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &
         delivery,
     });
     st.trim_history(inner.max_history);
-    let all_done = finished && st.stats.pending == 0;
-    drop(st);
-    if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
-        inner.ack_arrived.notify_waiters();
-    }
-    if all_done {
-        inner.all_acked.notify_waiters();
-    }
+    finished && st.stats.pending == 0
 }
 
 /// The task that re-delivers events whose ack deadline passed.
