@@ -18,9 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::view::FrameView;
+use super::view::{self, ReadFields};
 use super::{delivery, emu_debug, now_ms, ConnectionInfo, Inner, PingRecord};
-use crate::core::frame::{frame_type, header_key, Frame, METHOD_CONTROL};
+use crate::core::frame::{frame_type, Frame, METHOD_CONTROL};
 
 type Ws = WebSocketStream<super::tls::EmuStream>;
 
@@ -330,8 +330,8 @@ pub(crate) fn bad_frame(inner: &Inner, handle: &ConnHandle, what: &str) {
 
 /// Answers a ping at once; returns an ack, parsed, for the caller to record.
 fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: Bytes) -> Option<delivery::ReceivedAck> {
-    // A zero-copy view: headers and payload stay slices of `bytes`.
-    let frame = match FrameView::decode_bytes(bytes.clone()) {
+    // Zero-copy: headers and payload stay slices of `bytes`.
+    let frame = match ReadFields::read(&bytes) {
         Ok(f) => f,
         Err(e) => {
             bad_frame(inner, handle, &e.to_string());
@@ -339,7 +339,7 @@ fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: Bytes) -> Option<deliver
         }
     };
     if frame.method == METHOD_CONTROL {
-        if frame.header(header_key::TYPE) == Some(frame_type::PING) {
+        if view::text(&frame.kind) == Some(frame_type::PING) {
             handle.pings.fetch_add(1, Ordering::Relaxed);
             let config = {
                 let mut st = inner.lock();

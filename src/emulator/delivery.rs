@@ -20,7 +20,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use super::connection::{bad_frame, ConnHandle, Outbound};
-use super::view::FrameView;
+use super::view::{self, ReadFields};
 use super::{emu_debug, now_ms, AckRecord, FragmentOrder, Inner, PushOptions, State};
 use crate::core::frame::{frame_type, header_key, AckPayload, Frame, METHOD_DATA};
 
@@ -777,7 +777,9 @@ pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
 
 /// An ack read from a client, parsed outside the state lock.
 pub(crate) struct ReceivedAck {
-    frame: FrameView,
+    message_id: Option<Bytes>,
+    biz_rt: Option<i64>,
+    log_id: u64,
     /// The ack frame as received, copied out of the read buffer (see `AckEntry::raw`).
     raw: Box<[u8]>,
     code: i64,
@@ -790,10 +792,10 @@ impl ReceivedAck {
     pub(crate) fn parse(
         inner: &Inner,
         conn: &ConnHandle,
-        frame: FrameView,
+        frame: ReadFields,
         raw: Bytes,
     ) -> Option<ReceivedAck> {
-        let payload = frame.payload.as_deref().unwrap_or(&[]);
+        let payload = &frame.payload[..];
         // The bare acks the official clients send are recognised without a JSON parse;
         // anything else goes through the codec's parser.
         let parsed = match payload {
@@ -803,7 +805,9 @@ impl ReceivedAck {
         };
         match parsed {
             Ok((code, data)) => Some(ReceivedAck {
-                frame,
+                biz_rt: view::text(&frame.biz_rt).and_then(|v| v.trim().parse::<i64>().ok()),
+                message_id: frame.message_id,
+                log_id: frame.log_id,
                 raw: raw[..].into(),
                 code,
                 data,
@@ -853,16 +857,14 @@ fn on_ack_locked(
     at_ms: u64,
 ) -> bool {
     let ReceivedAck {
-        frame,
+        message_id,
+        biz_rt,
+        log_id,
         raw,
         code,
         data,
     } = ack;
-    let message_id = frame.header(header_key::MESSAGE_ID).unwrap_or("");
-    let biz_rt = frame
-        .header(header_key::BIZ_RT)
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    let log_id = frame.log_id;
+    let message_id = view::text(&message_id).unwrap_or("");
 
     let index = st.acks_base + st.acks.len() as u64;
     st.stats.acks += 1;
