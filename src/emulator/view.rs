@@ -6,6 +6,10 @@
 //! payload, so prost slices them out of the received message instead of copying. A unit
 //! test checks that it reads exactly what `Frame` encodes and rejects what `Frame`
 //! rejects, so the two cannot drift apart unnoticed.
+//!
+//! The frames clients actually send are read by [`scan`] instead, without prost and
+//! without allocating; the view is its fallback for every other shape (and the source of
+//! the error message of a bad frame).
 
 use std::ops::Range;
 
