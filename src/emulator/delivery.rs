@@ -833,11 +833,22 @@ pub(crate) fn on_acks(
         return;
     }
     let mut all_done = false;
+    // The push_many permits the acks free, returned once the lock is released: the
+    // pusher they wake then finds the lock free, and is woken once per batch.
+    let mut permits: Vec<Arc<Semaphore>> = Vec::new();
     {
         let mut st = inner.lock();
         for ack in acks.drain(..) {
-            all_done |= on_ack_locked(inner, &mut st, conn, ack, now, at_ms);
+            all_done |= on_ack_locked(inner, &mut st, conn, ack, now, at_ms, &mut permits);
         }
+    }
+    let mut permits = permits.into_iter().peekable();
+    while let Some(sem) = permits.next() {
+        let mut n = 1;
+        while permits.next_if(|next| Arc::ptr_eq(next, &sem)).is_some() {
+            n += 1;
+        }
+        sem.add_permits(n);
     }
     if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
         inner.ack_arrived.notify_waiters();
@@ -847,7 +858,9 @@ pub(crate) fn on_acks(
     }
 }
 
-/// Records one ack and acts on it; true when it finished the last pending event.
+/// Records one ack and acts on it; true when it finished the last pending event. The
+/// event's flow-control permit, if it frees one, goes to `permits` for the caller to
+/// return.
 fn on_ack_locked(
     inner: &Inner,
     st: &mut State,
@@ -855,6 +868,7 @@ fn on_ack_locked(
     ack: ReceivedAck,
     now: Instant,
     at_ms: u64,
+    permits: &mut Vec<Arc<Semaphore>>,
 ) -> bool {
     let ReceivedAck {
         message_id,
@@ -898,7 +912,7 @@ fn on_ack_locked(
                 if !ev.done {
                     ev.done = true;
                     ev.payload = None;
-                    release(ev.permit.take());
+                    permits.extend(ev.permit.take());
                     finished = ev.tracked;
                 }
             } else if !ev.done && d.no == ev.started && d.no != 0 {

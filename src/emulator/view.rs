@@ -198,9 +198,11 @@ pub(crate) fn scan(bytes: &Bytes) -> Option<ReadFields> {
                         _ => return None,
                     }
                 }
-                if std::str::from_utf8(&buf[k.clone()]).is_err()
-                    || std::str::from_utf8(&buf[v.clone()]).is_err()
-                {
+                // (short ASCII strings, the usual case, skip the UTF-8 decoder's setup)
+                let utf8 = |r: &Range<usize>| {
+                    buf[r.clone()].is_ascii() || std::str::from_utf8(&buf[r.clone()]).is_ok()
+                };
+                if !utf8(&k) || !utf8(&v) {
                     return None;
                 }
                 let key = &buf[k];
