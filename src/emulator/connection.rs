@@ -7,10 +7,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -18,9 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::view::FrameView;
+use super::view::{self, ReadFields};
 use super::{delivery, emu_debug, now_ms, ConnectionInfo, Inner, PingRecord};
-use crate::core::frame::{frame_type, header_key, Frame, METHOD_CONTROL};
+use crate::core::frame::{frame_type, Frame, METHOD_CONTROL};
 
 type Ws = WebSocketStream<super::tls::EmuStream>;
 
@@ -226,12 +226,16 @@ fn unregister(inner: &Inner, handle: &Arc<ConnHandle>) {
     inner.conn_changed.notify_waiters();
 }
 
+/// Acks handled under one lock at most (see `reader`).
+const MAX_READ_BATCH: usize = 64;
+
 async fn reader(
     inner: &Inner,
     handle: &ConnHandle,
     mut stream: futures_util::stream::SplitStream<Ws>,
 ) {
     let mut mode_rx = handle.mode.subscribe();
+    let mut acks = Vec::with_capacity(MAX_READ_BATCH);
     loop {
         let mode = *mode_rx.borrow_and_update();
         match mode {
@@ -256,26 +260,66 @@ async fn reader(
             }
             Mode::Close { .. } | Mode::Ended => return,
         }
-        tokio::select! {
+        let msg = tokio::select! {
             biased;
             changed = mode_rx.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                continue;
             }
-            msg = stream.next() => match msg {
-                None => return,
-                Some(Err(e)) => {
-                    emu_debug!("connection {}: read error: {e}", handle.id);
-                    return;
-                }
-                Some(Ok(Message::Binary(bytes))) => on_binary(inner, handle, bytes),
-                Some(Ok(Message::Text(_))) => bad_frame(inner, handle, "a text message"),
-                Some(Ok(Message::Close(_))) => return,
-                // RFC 6455 pings are answered by tungstenite itself.
-                Some(Ok(_)) => {}
-            },
+            msg = stream.next() => msg,
+        };
+        // Clients ack in bursts: the messages already read are handled together, their
+        // acks under one lock and with one clock reading (taken now, when they were
+        // read), and without arming the mode watch for each one. A mode change is still
+        // seen before the next message.
+        let now = Instant::now();
+        let at_ms = now_ms();
+        let mut next = Some(msg);
+        let mut go_on = true;
+        while let Some(msg) = next.take() {
+            go_on = on_message(inner, handle, msg, &mut acks);
+            if !go_on || acks.len() >= MAX_READ_BATCH || !matches!(mode_rx.has_changed(), Ok(false))
+            {
+                break;
+            }
+            next = stream.next().now_or_never();
         }
+        delivery::on_acks(inner, handle, &mut acks, now, at_ms);
+        if !go_on {
+            return;
+        }
+    }
+}
+
+/// Handles one message read; acks are parsed into `acks` for the caller to record.
+/// False when the connection is over.
+fn on_message(
+    inner: &Inner,
+    handle: &ConnHandle,
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    acks: &mut Vec<delivery::ReceivedAck>,
+) -> bool {
+    match msg {
+        None => false,
+        Some(Err(e)) => {
+            emu_debug!("connection {}: read error: {e}", handle.id);
+            false
+        }
+        Some(Ok(Message::Binary(bytes))) => {
+            if let Some(ack) = on_binary(inner, handle, bytes) {
+                acks.push(ack);
+            }
+            true
+        }
+        Some(Ok(Message::Text(_))) => {
+            bad_frame(inner, handle, "a text message");
+            true
+        }
+        Some(Ok(Message::Close(_))) => false,
+        // RFC 6455 pings are answered by tungstenite itself.
+        Some(Ok(_)) => true,
     }
 }
 
@@ -284,14 +328,18 @@ pub(crate) fn bad_frame(inner: &Inner, handle: &ConnHandle, what: &str) {
     emu_debug!("connection {}: bad frame: {what}", handle.id);
 }
 
-fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: Bytes) {
-    // A zero-copy view: headers and payload stay slices of `bytes`.
-    let frame = match FrameView::decode_bytes(bytes.clone()) {
+/// Answers a ping at once; returns an ack, parsed, for the caller to record.
+fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: Bytes) -> Option<delivery::ReceivedAck> {
+    // Zero-copy: headers and payload stay slices of `bytes`.
+    let frame = match ReadFields::read(&bytes) {
         Ok(f) => f,
-        Err(e) => return bad_frame(inner, handle, &e.to_string()),
+        Err(e) => {
+            bad_frame(inner, handle, &e.to_string());
+            return None;
+        }
     };
     if frame.method == METHOD_CONTROL {
-        if frame.header(header_key::TYPE) == Some(frame_type::PING) {
+        if view::text(&frame.kind) == Some(frame_type::PING) {
             handle.pings.fetch_add(1, Ordering::Relaxed);
             let config = {
                 let mut st = inner.lock();
@@ -314,9 +362,9 @@ fn on_binary(inner: &Inner, handle: &ConnHandle, bytes: Bytes) {
             handle.send(Outbound::Binary(pong.encode_to_vec().into()));
         }
         // Other control frames from a client (a pong, say) mean nothing to the server.
-        return;
+        return None;
     }
-    delivery::on_ack(inner, handle, &frame, &bytes);
+    delivery::ReceivedAck::parse(inner, handle, frame, bytes)
 }
 
 async fn writer(

@@ -20,7 +20,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use super::connection::{bad_frame, ConnHandle, Outbound};
-use super::view::FrameView;
+use super::view::{self, ReadFields};
 use super::{emu_debug, now_ms, AckRecord, FragmentOrder, Inner, PushOptions, State};
 use crate::core::frame::{frame_type, header_key, AckPayload, Frame, METHOD_DATA};
 
@@ -32,7 +32,7 @@ pub(crate) struct EventState {
     id: Arc<str>,
     app_id: Arc<str>,
     /// Dropped once the event is done: nothing will be re-sent.
-    payload: Option<Bytes>,
+    payload: Option<Payload>,
     fragments: usize,
     order: FragmentOrder,
     frame_type: FrameType,
@@ -84,6 +84,61 @@ impl AckList {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.first.into_iter().chain(self.more.iter().copied())
+    }
+}
+
+/// An event's payload: the bytes a caller pushed, or a generated envelope kept as its
+/// parts. A generated payload is mostly padding; it is written straight into the frames
+/// instead of into a buffer of its own first (for 200 kB events that buffer's fill and
+/// copy were a quarter of the emulator's CPU).
+pub(crate) enum Payload {
+    Bytes(Bytes),
+    /// `head`, then `pad` bytes of `x`, then [`GENERATED_TAIL`].
+    Generated {
+        head: Box<[u8]>,
+        pad: usize,
+    },
+}
+
+impl Payload {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(b) => b.len(),
+            Payload::Generated { head, pad } => head.len() + pad + GENERATED_TAIL.len(),
+        }
+    }
+
+    /// Appends bytes `start..end` of the payload to `out`.
+    fn write_range(&self, start: usize, end: usize, out: &mut Vec<u8>) {
+        match self {
+            Payload::Bytes(b) => out.extend_from_slice(&b[start..end]),
+            Payload::Generated { head, pad } => {
+                let (h, p) = (head.len(), *pad);
+                // The overlap of `start..end` with each part, in payload coordinates.
+                let part = |from: usize, to: usize| start.max(from)..end.min(to);
+                let r = part(0, h);
+                if r.start < r.end {
+                    out.extend_from_slice(&head[r]);
+                }
+                let r = part(h, h + p);
+                if r.start < r.end {
+                    out.resize(out.len() + r.len(), b'x');
+                }
+                let r = part(h + p, h + p + GENERATED_TAIL.len());
+                if r.start < r.end {
+                    out.extend_from_slice(
+                        &GENERATED_TAIL.as_bytes()[r.start - h - p..r.end - h - p],
+                    );
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_range(0, self.len(), &mut out);
+        out
     }
 }
 
@@ -224,7 +279,7 @@ fn data_frame_len(
     log_id: u64,
     service: i32,
     headers: &[(&str, &str)],
-    payload: &[u8],
+    payload_len: usize,
 ) -> usize {
     use prost::encoding::encoded_len_varint as v;
     let field = |s: &str| {
@@ -250,21 +305,21 @@ fn data_frame_len(
         + v(METHOD_DATA as u64)
         + headers
         + 1
-        + v(payload.len() as u64)
-        + payload.len()
+        + v(payload_len as u64)
+        + payload_len
 }
 
-/// Appends one data frame to `out`, byte for byte what `Frame::encode_to_vec` gives for
-/// the same content (a unit test checks it), without building a `Frame` of owned
-/// strings first: pushing is the emulator's hot path.
-#[allow(clippy::too_many_arguments)]
-fn encode_data_frame(
+/// Appends one data frame up to its payload (which the caller appends next, `payload_len`
+/// bytes), byte for byte what `Frame::encode_to_vec` gives for the same content (a unit
+/// test checks it), without building a `Frame` of owned strings first: pushing is the
+/// emulator's hot path.
+fn encode_data_frame_head(
     out: &mut Vec<u8>,
     seq_id: u64,
     log_id: u64,
     service: i32,
     headers: &[(&str, &str)],
-    payload: &[u8],
+    payload_len: usize,
 ) {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     fn string_field_len(tag_len: usize, s: &str) -> usize {
@@ -297,8 +352,7 @@ fn encode_data_frame(
         }
     }
     encode_key(8, WireType::LengthDelimited, out);
-    encode_varint(payload.len() as u64, out);
-    out.extend_from_slice(payload);
+    encode_varint(payload_len as u64, out);
 }
 
 /// The frames of one delivery, in wire order, handed to `emit` one by one. The payload
@@ -307,7 +361,7 @@ fn encode_data_frame(
 /// trace_id` as Feishu sends. Returns the number of frames.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_frames(
-    payload: &[u8],
+    payload: &Payload,
     fragments: usize,
     order: FragmentOrder,
     frame_type: &str,
@@ -335,6 +389,8 @@ pub(crate) fn emit_frames(
             service,
             &headers,
             payload,
+            0,
+            len,
         ));
         return 1;
     }
@@ -346,7 +402,6 @@ pub(crate) fn emit_frames(
     }
     let sum = n.to_string();
     for (k, &i) in indices.iter().enumerate() {
-        let slice = &payload[i * len / n..(i + 1) * len / n];
         let seq = i.to_string();
         let headers = [
             (header_key::TYPE, frame_type),
@@ -360,22 +415,31 @@ pub(crate) fn emit_frames(
             log_id,
             service,
             &headers,
-            slice,
+            payload,
+            i * len / n,
+            (i + 1) * len / n,
         ));
     }
     n
 }
 
-/// One data frame in a buffer of exactly its size (no second allocation in `Bytes::from`).
+/// One data frame carrying bytes `start..end` of `payload`, in a buffer of exactly its
+/// size (no second allocation in `Bytes::from`).
+#[allow(clippy::too_many_arguments)]
 fn encode_exact(
     seq_id: u64,
     log_id: u64,
     service: i32,
     headers: &[(&str, &str)],
-    payload: &[u8],
+    payload: &Payload,
+    start: usize,
+    end: usize,
 ) -> Bytes {
-    let mut out = Vec::with_capacity(data_frame_len(seq_id, log_id, service, headers, payload));
-    encode_data_frame(&mut out, seq_id, log_id, service, headers, payload);
+    let len = end - start;
+    let mut out = Vec::with_capacity(data_frame_len(seq_id, log_id, service, headers, len));
+    encode_data_frame_head(&mut out, seq_id, log_id, service, headers, len);
+    payload.write_range(start, end, &mut out);
+    debug_assert_eq!(out.len(), out.capacity());
     Bytes::from(out)
 }
 
@@ -395,7 +459,7 @@ pub(crate) fn build_frames(
 ) -> Vec<Bytes> {
     let mut frames = Vec::new();
     emit_frames(
-        payload,
+        &Payload::Bytes(Bytes::copy_from_slice(payload)),
         fragments,
         order,
         frame_type,
@@ -423,11 +487,35 @@ fn push_hex(out: &mut String, value: u64, width: u32) {
     }
 }
 
+/// Fills `out` with the lowest `4 * out.len()` bits of `value` in lowercase hex
+/// (zero-extended), for ids built on the stack.
+fn write_hex(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let width = out.len();
+    for (k, slot) in out.iter_mut().enumerate() {
+        let shift = width - 1 - k;
+        let nibble = if shift < 16 {
+            (value >> (shift * 4)) & 0xf
+        } else {
+            0
+        };
+        *slot = DIGITS[nibble as usize];
+    }
+}
+
 fn new_message_id(inner: &Inner) -> String {
-    let n = inner.next_message.fetch_add(1, Ordering::Relaxed);
+    message_id_for(
+        inner.nonce,
+        inner.next_message.fetch_add(1, Ordering::Relaxed),
+    )
+}
+
+/// `om_emu`, the nonce in 8 hex digits and the counter in 16: the shape the event
+/// table's hasher recognises (`super::generated_id_counter`).
+fn message_id_for(nonce: u32, n: u64) -> String {
     let mut id = String::with_capacity(30);
     id.push_str("om_emu");
-    push_hex(&mut id, u64::from(inner.nonce), 8);
+    push_hex(&mut id, u64::from(nonce), 8);
     push_hex(&mut id, n, 16);
     id
 }
@@ -454,7 +542,7 @@ fn pick_conn(st: &State, app_id: &str, pinned: Option<&str>) -> Option<Arc<ConnH
 fn new_event(
     id: Arc<str>,
     app_id: Arc<str>,
-    payload: Bytes,
+    payload: Payload,
     fragments: usize,
     order: FragmentOrder,
     frame_type: FrameType,
@@ -536,7 +624,7 @@ pub(crate) fn push_event(inner: &Inner, payload: Bytes, opts: PushOptions) -> St
     let ev = new_event(
         Arc::from(message_id.as_str()),
         app_id,
-        payload,
+        Payload::Bytes(payload),
         opts.fragments,
         opts.order,
         FrameType::parse(opts.frame_type),
@@ -567,18 +655,22 @@ fn deliver_locked(
     let Some(ev) = st.events.get_mut(message_id) else {
         return;
     };
-    let Some(payload) = ev.payload.as_deref() else {
+    let Some(payload) = ev.payload.as_ref() else {
         return;
     };
     let log_id = inner.next_log_id.fetch_add(1, Ordering::Relaxed);
-    let trace_id = match &ev.trace_id {
-        Some(t) if no == 1 => t.to_string(),
-        Some(t) => format!("{t}-r{no}"),
+    // `emu-trace-` and the LogID in 16 hex digits, on the stack.
+    let mut generated = *b"emu-trace-0000000000000000";
+    let redelivered;
+    let trace_id: &str = match &ev.trace_id {
+        Some(t) if no == 1 => t,
+        Some(t) => {
+            redelivered = format!("{t}-r{no}");
+            &redelivered
+        }
         None => {
-            let mut t = String::with_capacity(26);
-            t.push_str("emu-trace-");
-            push_hex(&mut t, log_id, 16);
-            t
+            write_hex(&mut generated[10..], log_id);
+            std::str::from_utf8(&generated).unwrap_or_default()
         }
     };
     let n = ev.fragments.clamp(1, payload.len().max(1));
@@ -589,7 +681,7 @@ fn deliver_locked(
         ev.order,
         ev.frame_type.as_str(),
         message_id,
-        &trace_id,
+        trace_id,
         inner.service_id,
         first_seq_id,
         log_id,
@@ -683,29 +775,111 @@ pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
     }
 }
 
-/// Records an ack (a data frame from a client) and acts on it.
-pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &[u8]) {
-    let payload = frame.payload.as_deref().unwrap_or(&[]);
-    // The bare acks the official clients send are recognised without a JSON parse;
-    // anything else goes through the codec's parser.
-    let parsed = match payload {
-        br#"{"code":200}"# => Ok((200, None)),
-        br#"{"code":500}"# => Ok((500, None)),
-        _ => AckPayload::parse(payload),
-    };
-    let (code, data) = match parsed {
-        Ok(parsed) => parsed,
-        Err(e) => return bad_frame(inner, conn, &e.to_string()),
-    };
-    let now = Instant::now();
-    let at_ms = now_ms();
-    let message_id = frame.header(header_key::MESSAGE_ID).unwrap_or("");
-    let biz_rt = frame
-        .header(header_key::BIZ_RT)
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    let log_id = frame.log_id;
+/// An ack read from a client, parsed outside the state lock.
+pub(crate) struct ReceivedAck {
+    message_id: Option<Bytes>,
+    biz_rt: Option<i64>,
+    log_id: u64,
+    /// The ack frame as received, copied out of the read buffer (see `AckEntry::raw`).
+    raw: Box<[u8]>,
+    code: i64,
+    data: Option<Vec<u8>>,
+}
 
-    let mut st = inner.lock();
+impl ReceivedAck {
+    /// Parses the payload of an ack (a data frame from a client); an unparseable one is
+    /// counted as a bad frame and dropped.
+    pub(crate) fn parse(
+        inner: &Inner,
+        conn: &ConnHandle,
+        frame: ReadFields,
+        raw: Bytes,
+    ) -> Option<ReceivedAck> {
+        let payload = &frame.payload[..];
+        // The bare acks the official clients send are recognised without a JSON parse;
+        // anything else goes through the codec's parser.
+        let parsed = match payload {
+            br#"{"code":200}"# => Ok((200, None)),
+            br#"{"code":500}"# => Ok((500, None)),
+            _ => AckPayload::parse(payload),
+        };
+        match parsed {
+            Ok((code, data)) => Some(ReceivedAck {
+                biz_rt: view::text(&frame.biz_rt).and_then(|v| v.trim().parse::<i64>().ok()),
+                message_id: frame.message_id,
+                log_id: frame.log_id,
+                raw: raw[..].into(),
+                code,
+                data,
+            }),
+            Err(e) => {
+                bad_frame(inner, conn, &e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Records acks that arrived together on `conn` (at `now` / `at_ms`, when they were
+/// read), in order, under one lock, and acts on them.
+pub(crate) fn on_acks(
+    inner: &Inner,
+    conn: &ConnHandle,
+    acks: &mut Vec<ReceivedAck>,
+    now: Instant,
+    at_ms: u64,
+) {
+    if acks.is_empty() {
+        return;
+    }
+    let mut all_done = false;
+    // The push_many permits the acks free, returned once the lock is released: the
+    // pusher they wake then finds the lock free, and is woken once per batch.
+    let mut permits: Vec<Arc<Semaphore>> = Vec::new();
+    {
+        let mut st = inner.lock();
+        for ack in acks.drain(..) {
+            all_done |= on_ack_locked(inner, &mut st, conn, ack, now, at_ms, &mut permits);
+        }
+    }
+    let mut permits = permits.into_iter().peekable();
+    while let Some(sem) = permits.next() {
+        let mut n = 1;
+        while permits.next_if(|next| Arc::ptr_eq(next, &sem)).is_some() {
+            n += 1;
+        }
+        sem.add_permits(n);
+    }
+    if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
+        inner.ack_arrived.notify_waiters();
+    }
+    if all_done {
+        inner.all_acked.notify_waiters();
+    }
+}
+
+/// Records one ack and acts on it; true when it finished the last pending event. The
+/// event's flow-control permit, if it frees one, goes to `permits` for the caller to
+/// return.
+fn on_ack_locked(
+    inner: &Inner,
+    st: &mut State,
+    conn: &ConnHandle,
+    ack: ReceivedAck,
+    now: Instant,
+    at_ms: u64,
+    permits: &mut Vec<Arc<Semaphore>>,
+) -> bool {
+    let ReceivedAck {
+        message_id,
+        biz_rt,
+        log_id,
+        raw,
+        code,
+        data,
+    } = ack;
+    let message_id = view::text(&message_id).unwrap_or("");
+
     let index = st.acks_base + st.acks.len() as u64;
     st.stats.acks += 1;
     if code == 200 {
@@ -738,7 +912,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &
                 if !ev.done {
                     ev.done = true;
                     ev.payload = None;
-                    release(ev.permit.take());
+                    permits.extend(ev.permit.take());
                     finished = ev.tracked;
                 }
             } else if !ev.done && d.no == ev.started && d.no != 0 {
@@ -764,14 +938,14 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &
         st.done_order.push_back(key.clone());
     }
     if failed_current {
-        redeliver_locked(inner, &mut st, &key);
+        redeliver_locked(inner, st, &key);
     }
     st.acks.push(AckEntry {
         message_id: key,
         event_id,
         code,
         data,
-        raw: raw.into(),
+        raw,
         connection_id: conn.id.clone(),
         biz_rt,
         at_ms,
@@ -779,14 +953,7 @@ pub(crate) fn on_ack(inner: &Inner, conn: &ConnHandle, frame: &FrameView, raw: &
         delivery,
     });
     st.trim_history(inner.max_history);
-    let all_done = finished && st.stats.pending == 0;
-    drop(st);
-    if inner.ack_waiters.load(Ordering::SeqCst) > 0 {
-        inner.ack_arrived.notify_waiters();
-    }
-    if all_done {
-        inner.all_acked.notify_waiters();
-    }
+    finished && st.stats.pending == 0
 }
 
 /// The task that re-delivers events whose ack deadline passed.
@@ -826,23 +993,60 @@ pub(crate) fn spawn_deadline_task(inner: Arc<Inner>) {
     });
 }
 
-/// The generated payload of `push_many`: a v2 `im.message.receive_v1` envelope of about
-/// `size` bytes with a unique event id.
+/// At most this many events of one `push_many` are registered under one lock…
+const PUSH_BATCH: usize = 64;
+/// …and at most about this many payload bytes (at least one event).
+const PUSH_BATCH_BYTES: usize = 64 * 1024;
+
 /// Generated events ever made in this process (see `push_many`).
 static GENERATED_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn generated_payload(app_id: &str, event_id: &str, message_id: &str, size: usize) -> Vec<u8> {
-    let head = format!(
-        r#"{{"schema":"2.0","header":{{"event_id":"{event_id}","event_type":"im.message.receive_v1","create_time":"{}","token":"emulator","app_id":"{app_id}","tenant_key":"emulator"}},"event":{{"sender":{{"sender_id":{{"open_id":"ou_emulator"}},"sender_type":"user","tenant_key":"emulator"}},"message":{{"message_id":"{message_id}","chat_id":"oc_emulator","chat_type":"p2p","message_type":"text","content":"{{\"text\":\""#,
-        now_ms()
-    );
-    let tail = r#"\"}"}}}"#;
-    let pad = size.saturating_sub(head.len() + tail.len());
-    let mut out = Vec::with_capacity(head.len() + pad + tail.len());
-    out.extend_from_slice(head.as_bytes());
-    out.resize(head.len() + pad, b'x');
-    out.extend_from_slice(tail.as_bytes());
-    out
+/// What follows the padding of a generated payload.
+const GENERATED_TAIL: &str = r#"\"}"}}}"#;
+
+/// The generated payload of `push_many`: a v2 `im.message.receive_v1` envelope of about
+/// `size` bytes (never less than the envelope itself) with a unique event id, its text
+/// padded with `x`. The head is written piece by piece into a buffer of exactly its size
+/// (`format!` guesses the capacity and the box would then reallocate).
+fn generated_payload(app_id: &str, event_id: &str, message_id: &str, size: usize) -> Payload {
+    const P1: &str = r#"{"schema":"2.0","header":{"event_id":""#;
+    const P2: &str = r#"","event_type":"im.message.receive_v1","create_time":""#;
+    const P3: &str = r#"","token":"emulator","app_id":""#;
+    const P4: &str = r#"","tenant_key":"emulator"},"event":{"sender":{"sender_id":{"open_id":"ou_emulator"},"sender_type":"user","tenant_key":"emulator"},"message":{"message_id":""#;
+    const P5: &str = r#"","chat_id":"oc_emulator","chat_type":"p2p","message_type":"text","content":"{\"text\":\""#;
+    // The decimal digits of the time, last digit at the end of the buffer.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut ms = now_ms();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (ms % 10) as u8;
+        ms /= 10;
+        if ms == 0 {
+            break;
+        }
+    }
+    let time = &digits[at..];
+    let parts: [&[u8]; 9] = [
+        P1.as_bytes(),
+        event_id.as_bytes(),
+        P2.as_bytes(),
+        time,
+        P3.as_bytes(),
+        app_id.as_bytes(),
+        P4.as_bytes(),
+        message_id.as_bytes(),
+        P5.as_bytes(),
+    ];
+    let mut head = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        head.extend_from_slice(p);
+    }
+    let pad = size.saturating_sub(head.len() + GENERATED_TAIL.len());
+    Payload::Generated {
+        head: head.into_boxed_slice(),
+        pad,
+    }
 }
 
 /// See [`super::Emulator::push_many`].
@@ -861,9 +1065,17 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
         st.events.reserve(opts.count);
         st.acks.reserve(opts.count);
     }
+    // Events registered under one lock when several permits are free at once (acks come
+    // in bursts): one lock and one wake-up of the writer for the lot. Capped in bytes too,
+    // so big events are not all encoded while the ack reader waits for the lock.
+    let payload_len = fixed.as_ref().map_or(opts.payload_bytes, Bytes::len).max(1);
+    let max_batch = (PUSH_BATCH_BYTES / payload_len).clamp(1, PUSH_BATCH);
     let start = tokio::time::Instant::now();
     let mut ids = Vec::with_capacity(opts.count);
-    for i in 0..opts.count {
+    let mut batch: Vec<(String, EventState)> = Vec::with_capacity(max_batch);
+    let mut i = 0;
+    while i < opts.count {
+        let mut take = 1;
         if let Some(sem) = &semaphore {
             tokio::select! {
                 _ = inner.shutdown.cancelled() => break,
@@ -872,6 +1084,16 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
                     Ok(p) => p.forget(),
                     Err(_) => break,
                 },
+            }
+            // Paced pushes go one by one, each at its time.
+            if rate.is_none() {
+                while take < max_batch && i + take < opts.count {
+                    match sem.try_acquire() {
+                        Ok(p) => p.forget(),
+                        Err(_) => break,
+                    }
+                    take += 1;
+                }
             }
         }
         if let Some(r) = rate {
@@ -886,44 +1108,54 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
                     _ = tokio::time::sleep_until(due) => {}
                 }
             }
-        } else if semaphore.is_none() && i % 64 == 63 {
-            // Let the connections' writers run between bursts on a small runtime.
-            tokio::task::yield_now().await;
-        }
-        let message_id = new_message_id(inner);
-        let (payload, event_id) = match &fixed {
-            Some(p) => (p.clone(), fixed_event_id.clone()),
-            None => {
-                let mut event_id = String::with_capacity(32);
-                push_hex(&mut event_id, u64::from(inner.nonce), 8);
-                // Numbered across calls, so a second push_many never repeats the first's
-                // ids (a deduplicating client would skip them).
-                let n = GENERATED_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                push_hex(&mut event_id, n, 24);
-                let p = generated_payload(&app_id, &event_id, &message_id, opts.payload_bytes);
-                (Bytes::from(p), Some(Arc::from(event_id)))
+        } else if semaphore.is_none() {
+            if i > 0 {
+                // Let the connections' writers run between bursts on a small runtime.
+                tokio::task::yield_now().await;
             }
-        };
-        let ev = new_event(
-            Arc::from(message_id.as_str()),
-            app_id.clone(),
-            payload,
-            opts.fragments,
-            FragmentOrder::InOrder,
-            FrameType::Event,
-            event_id,
-            None,
-            None,
-            semaphore.clone(),
-        );
+            take = max_batch.min(opts.count - i);
+        }
+        for _ in 0..take {
+            let message_id = new_message_id(inner);
+            let (payload, event_id) = match &fixed {
+                Some(p) => (Payload::Bytes(p.clone()), fixed_event_id.clone()),
+                None => {
+                    let mut buf = [0u8; 32];
+                    write_hex(&mut buf[..8], u64::from(inner.nonce));
+                    // Numbered across calls, so a second push_many never repeats the
+                    // first's ids (a deduplicating client would skip them).
+                    let n = GENERATED_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    write_hex(&mut buf[8..], n);
+                    let event_id = std::str::from_utf8(&buf).unwrap_or_default();
+                    let p = generated_payload(&app_id, event_id, &message_id, opts.payload_bytes);
+                    (p, Some(Arc::from(event_id)))
+                }
+            };
+            let ev = new_event(
+                Arc::from(message_id.as_str()),
+                app_id.clone(),
+                payload,
+                opts.fragments,
+                FragmentOrder::InOrder,
+                FrameType::Event,
+                event_id,
+                None,
+                None,
+                semaphore.clone(),
+            );
+            batch.push((message_id, ev));
+        }
         {
             let mut st = inner.lock();
             if st.closed {
                 break;
             }
-            register_locked(inner, &mut st, ev);
+            for (message_id, ev) in batch.drain(..) {
+                register_locked(inner, &mut st, ev);
+                ids.push(message_id);
+            }
         }
-        ids.push(message_id);
+        i += take;
     }
     ids
 }
@@ -949,7 +1181,8 @@ mod tests {
                 ("trace_id", trace),
             ];
             let mut ours = Vec::new();
-            encode_data_frame(&mut ours, 7, 300, service, &headers, payload);
+            encode_data_frame_head(&mut ours, 7, 300, service, &headers, payload.len());
+            ours.extend_from_slice(payload);
             let reference = Frame {
                 seq_id: 7,
                 log_id: 300,
@@ -968,7 +1201,7 @@ mod tests {
             assert_eq!(ours, reference.encode_to_vec());
             assert_eq!(
                 ours.len(),
-                data_frame_len(7, 300, service, &headers, payload)
+                data_frame_len(7, 300, service, &headers, payload.len())
             );
         }
     }
@@ -991,6 +1224,14 @@ mod tests {
         }
         assert!(slots.iter().all(|s| !s.is_empty()));
         (slots.concat(), order)
+    }
+
+    #[test]
+    fn message_ids_carry_their_counter_for_the_event_table() {
+        for (nonce, n) in [(0, 1), (0xdead_beef, 0x0123_4567_89ab_cdef), (7, u64::MAX)] {
+            let id = message_id_for(nonce, n);
+            assert_eq!(super::super::generated_id_counter(id.as_bytes()), Some(n));
+        }
     }
 
     #[test]
@@ -1077,9 +1318,93 @@ mod tests {
         assert_eq!(extract_event_id(br#"{"header":"weird"}"#), None);
     }
 
+    /// The generated envelope as it was first written, with `format!`.
+    fn reference_payload(
+        app_id: &str,
+        event_id: &str,
+        message_id: &str,
+        size: usize,
+        ms: u64,
+    ) -> Vec<u8> {
+        let head = format!(
+            r#"{{"schema":"2.0","header":{{"event_id":"{event_id}","event_type":"im.message.receive_v1","create_time":"{ms}","token":"emulator","app_id":"{app_id}","tenant_key":"emulator"}},"event":{{"sender":{{"sender_id":{{"open_id":"ou_emulator"}},"sender_type":"user","tenant_key":"emulator"}},"message":{{"message_id":"{message_id}","chat_id":"oc_emulator","chat_type":"p2p","message_type":"text","content":"{{\"text\":\""#,
+        );
+        let tail = r#"\"}"}}}"#;
+        let pad = size.saturating_sub(head.len() + tail.len());
+        let mut out = head.into_bytes();
+        out.resize(out.len() + pad, b'x');
+        out.extend_from_slice(tail.as_bytes());
+        out
+    }
+
+    #[test]
+    fn generated_payloads_are_the_reference_envelope() {
+        for size in [0, 10, 300, 512, 4096] {
+            let p = generated_payload("cli_x", "e42", "om_1", size).to_vec();
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            let ms: u64 = v["header"]["create_time"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                p,
+                reference_payload("cli_x", "e42", "om_1", size, ms),
+                "{size}"
+            );
+        }
+    }
+
+    #[test]
+    fn payload_ranges_cut_across_the_parts() {
+        let p = generated_payload("cli_x", "e42", "om_1", 700);
+        let whole = p.to_vec();
+        assert_eq!(whole.len(), p.len());
+        for start in (0..=whole.len()).step_by(7) {
+            for end in (start..=whole.len()).step_by(13).chain([whole.len()]) {
+                let mut out = b"prefix".to_vec();
+                p.write_range(start, end, &mut out);
+                assert_eq!(&out[6..], &whole[start..end], "{start}..{end}");
+            }
+        }
+        // and as frames: every fragmentation of a generated payload reassembles
+        for fragments in [1, 2, 3, 7, 700] {
+            let mut frames = Vec::new();
+            emit_frames(
+                &p,
+                fragments,
+                FragmentOrder::Shuffle,
+                "event",
+                "m",
+                "t",
+                1,
+                1,
+                1,
+                |f| frames.push(f),
+            );
+            assert_eq!(reassemble(&frames).0, whole);
+        }
+    }
+
+    #[test]
+    fn hex_on_the_stack_matches_push_hex() {
+        for (value, width) in [
+            (0u64, 8usize),
+            (0xab, 4),
+            (u64::MAX, 24),
+            (0x1234_5678_9abc, 16),
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, value, width as u32);
+            let mut buf = vec![0u8; width];
+            write_hex(&mut buf, value);
+            assert_eq!(buf, s.as_bytes());
+        }
+    }
+
     #[test]
     fn generated_payloads_have_the_requested_size_and_parse() {
-        let p = generated_payload("cli_x", "e42", "om_1", 512);
+        let p = generated_payload("cli_x", "e42", "om_1", 512).to_vec();
         assert_eq!(p.len(), 512);
         let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
         assert_eq!(v["header"]["event_id"], "e42");
@@ -1087,7 +1412,7 @@ mod tests {
             serde_json::from_str(v["event"]["message"]["content"].as_str().unwrap()).unwrap();
         assert!(content["text"].as_str().unwrap().starts_with("xxx"));
         // too small a size still gives valid JSON
-        let small = generated_payload("cli_x", "e42", "om_1", 10);
+        let small = generated_payload("cli_x", "e42", "om_1", 10).to_vec();
         assert!(serde_json::from_slice::<serde_json::Value>(&small).is_ok());
     }
 }
