@@ -767,3 +767,64 @@ async fn a_server_close_mid_handler_drops_the_ack_and_the_redelivery_is_answered
     r.stop().await.unwrap();
     em.close().await;
 }
+
+/// A handler that loses its first event's reply (drops it unanswered) and answers the
+/// rest through [`feishu_transport::core::events::FnHandler`]-style spawned tasks.
+struct LosesFirstReply {
+    calls: AtomicUsize,
+}
+
+impl EventHandler for LosesFirstReply {
+    fn handle(&self, _event: InboundEvent, reply: Reply) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            drop(reply);
+        } else {
+            tokio::spawn(async move { reply.send(Ok(Some(r#"{"ok":true}"#.into()))) });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_dropped_unanswered_acks_500_and_the_redelivery_is_handled() {
+    let em = Emulator::start(EmulatorOptions {
+        ack_deadline: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    crate_init();
+    let transport = Arc::new(Transport::new(config(&em)).unwrap());
+    let handler = Arc::new(LosesFirstReply {
+        calls: AtomicUsize::new(0),
+    });
+    let observer = Arc::new(TestObserver::default());
+    let run = tokio::spawn(transport.start(handler.clone(), observer.clone()).unwrap());
+    let r = Running {
+        transport,
+        observer,
+        run,
+    };
+    r.connected().await;
+    let id = em.push_event(event("e-lost"), PushOptions::default());
+    let first = em
+        .wait_for_ack(&id, Some(500), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first.delivery, 1);
+    let second = em
+        .wait_for_ack(&id, Some(200), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(second.delivery, 2);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
+    assert!(r
+        .observer
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, m)| *l == LogLevel::Error
+            && m.contains(feishu_transport::core::events::REPLY_DROPPED)));
+    r.stop().await.unwrap();
+    em.close().await;
+}

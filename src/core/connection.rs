@@ -79,7 +79,10 @@ async fn dial_inner(
         },
     )
     .await?;
-    let ws_config = WebSocketConfig::default();
+    // tungstenite zero-fills the free part of its read buffer (up to this size) before
+    // every read: at the default 128 KiB, a read that returns one 600-byte event costs a
+    // 128 KiB memset. Larger messages still arrive whole: the buffer grows as needed.
+    let ws_config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_SIZE);
     match tokio_tungstenite::client_async_with_config(
         endpoint.url.as_str(),
         stream,
@@ -150,6 +153,10 @@ fn classify_handshake_error(e: tungstenite::Error, host: &str) -> TransportError
         ),
     }
 }
+
+/// See `dial_inner`: small enough that zeroing it is cheap, big enough for a burst of
+/// small events per read.
+const READ_BUFFER_SIZE: usize = 16 * 1024;
 
 /// Commands from the run to its live session.
 #[derive(Debug)]
