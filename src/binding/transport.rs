@@ -230,6 +230,8 @@ struct Inbox {
     next: u64,
     /// A threadsafe call is queued that will take `text`.
     scheduled: bool,
+    /// The connection is inside a burst (`begin_burst`): events wait for `end_burst`.
+    in_burst: bool,
 }
 
 /// The replies of events handed to JavaScript (or queued for it), by `seq`.
@@ -256,6 +258,10 @@ struct EventBridge {
 }
 
 impl EventBridge {
+    fn lock_inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -283,7 +289,11 @@ impl EventBridge {
         // stricter than JSON.parse), so it splices in as one array element.
         text.push_str(&event.payload);
         text.push(']');
-        !std::mem::replace(&mut inbox.scheduled, true)
+        if inbox.in_burst || inbox.scheduled {
+            return false;
+        }
+        inbox.scheduled = true;
+        true
     }
 
     /// Takes the queued text (closed) and its `seq` range.
@@ -385,28 +395,56 @@ struct JsHandler {
     bridge: Arc<EventBridge>,
 }
 
+impl JsHandler {
+    /// Queues the threadsafe call that hands the inbox to JavaScript.
+    fn schedule(&self) {
+        let bridge = self.bridge.clone();
+        // The with-callback variant hands a synchronous throw to us as an Err (plain
+        // `call` would route it to napi_fatal_exception and kill the process).
+        let status = self.callback.call_with_return_value(
+            (),
+            ThreadsafeFunctionCallMode::NonBlocking,
+            move |ret: Result<UnknownReturnValue>, _env| {
+                if let Err(e) = ret {
+                    bridge.fail_current(&e.reason);
+                }
+                Ok(())
+            },
+        );
+        if status != Status::Ok {
+            self.bridge.fail_queued(&format!(
+                "the event callback could not be called ({status})"
+            ));
+        }
+    }
+}
+
 impl EventHandler for JsHandler {
     fn handle(&self, event: InboundEvent, reply: Reply) {
         // Queued here, synchronously, so handlers are called in arrival order.
         if self.bridge.push(event, reply) {
-            let bridge = self.bridge.clone();
-            // The with-callback variant hands a synchronous throw to us as an Err (plain
-            // `call` would route it to napi_fatal_exception and kill the process).
-            let status = self.callback.call_with_return_value(
-                (),
-                ThreadsafeFunctionCallMode::NonBlocking,
-                move |ret: Result<UnknownReturnValue>, _env| {
-                    if let Err(e) = ret {
-                        bridge.fail_current(&e.reason);
-                    }
-                    Ok(())
-                },
-            );
-            if status != Status::Ok {
-                self.bridge.fail_queued(&format!(
-                    "the event callback could not be called ({status})"
-                ));
+            self.schedule();
+        }
+    }
+
+    fn begin_burst(&self) {
+        self.bridge.lock_inbox().in_burst = true;
+    }
+
+    fn end_burst(&self) {
+        let must_schedule = {
+            let mut inbox = self.bridge.lock_inbox();
+            inbox.in_burst = false;
+            let waiting = inbox.next > inbox.first;
+            if waiting && !inbox.scheduled {
+                inbox.scheduled = true;
+                true
+            } else {
+                false
             }
+        };
+        if must_schedule {
+            self.schedule();
         }
     }
 }
@@ -599,5 +637,56 @@ impl NativeTransport {
     #[napi(getter)]
     pub fn running(&self) -> bool {
         self.inner.is_running()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> InboundEvent {
+        InboundEvent {
+            payload: format!(r#"{{"header":{{"event_id":"{id}"}}}}"#),
+            message_id: format!("m-{id}"),
+            trace_id: None,
+            event_type: None,
+            event_id: Some(id.to_string()),
+            received_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn one_call_is_queued_per_batch_and_none_inside_a_burst() {
+        let bridge = EventBridge::default();
+        // Outside a burst the first event asks for a call, the next ones ride along.
+        assert!(bridge.push(event("a"), Reply::oneshot().0));
+        assert!(!bridge.push(event("b"), Reply::oneshot().0));
+        let (text, range) = bridge.take();
+        assert_eq!(range, Some((0, 1)));
+        let batch: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(batch[1][1], "m-b");
+        assert_eq!(batch[1][4]["header"]["event_id"], "b");
+        // Inside a burst no event asks for a call: `end_burst` makes the one call.
+        bridge.lock_inbox().in_burst = true;
+        assert!(!bridge.push(event("c"), Reply::oneshot().0));
+        assert!(!bridge.push(event("d"), Reply::oneshot().0));
+        let inbox = bridge.lock_inbox();
+        assert!(!inbox.scheduled && inbox.next > inbox.first);
+    }
+
+    #[test]
+    fn settling_answers_the_reply_once() {
+        let bridge = EventBridge::default();
+        let (reply, mut rx) = Reply::oneshot();
+        bridge.push(event("a"), reply);
+        bridge.settle_ok(&[0.0, 0.0, 7.0]);
+        assert_eq!(rx.try_recv().unwrap(), Ok(None));
+        // An unknown or already settled seq is ignored.
+        bridge.settle(0, Err("late".into()));
+        let (reply, mut rx) = Reply::oneshot();
+        bridge.push(event("b"), reply);
+        drop(bridge);
+        // The bridge went away: the reply is dropped unanswered, which is a failure.
+        assert!(rx.try_recv().unwrap().is_err());
     }
 }

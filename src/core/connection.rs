@@ -423,6 +423,16 @@ struct Session<'a> {
     unflushed: bool,
 }
 
+/// Ends a read burst ([`EventHandler::end_burst`]) when dropped, so every way out of the
+/// burst, an early return or a cancelled session included, ends it.
+struct BurstGuard<'a>(&'a dyn EventHandler);
+
+impl Drop for BurstGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end_burst();
+    }
+}
+
 /// Ends the session with a recoverable error.
 macro_rules! lost {
     ($healthy:expr, $code:expr, $($arg:tt)*) => {{
@@ -539,6 +549,12 @@ impl Session<'_> {
                     pong_deadline = None;
                     let mut msg = msg;
                     let mut burst = 0;
+                    // The JS handler then crosses the whole burst in one call instead of
+                    // waking JavaScript for its first event and again for the rest. The
+                    // guard ends the burst however this turn ends.
+                    let handler: &Arc<dyn EventHandler> = self.ctx.handler;
+                    handler.begin_burst();
+                    let _burst = BurstGuard(&**handler);
                     loop {
                         let m = match msg {
                             None => lost!(self.healthy, ErrorCode::Disconnected, "the server closed the connection without a close frame"),

@@ -40,6 +40,14 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 /// session's queue, which writes the ack.
 pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, event: InboundEvent, reply: Reply);
+
+    /// The connection is about to hand over every message it has already read (up to a
+    /// burst): a handler may hold the events of the burst and pass them on together at
+    /// [`EventHandler::end_burst`], which always follows.
+    fn begin_burst(&self) {}
+
+    /// The burst that [`EventHandler::begin_burst`] announced is over.
+    fn end_burst(&self) {}
 }
 
 /// An [`EventHandler`] made of a function returning a future: each event's future runs
