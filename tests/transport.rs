@@ -130,7 +130,7 @@ struct Running {
     run: tokio::task::JoinHandle<RunOutcome>,
 }
 
-fn start(cfg: TransportConfig, handler: Arc<TestHandler>) -> Running {
+fn start(cfg: TransportConfig, handler: Arc<impl EventHandler>) -> Running {
     crate_init();
     let transport = Arc::new(Transport::new(cfg).unwrap());
     let observer = Arc::new(TestObserver::default());
@@ -792,18 +792,10 @@ async fn a_reply_dropped_unanswered_acks_500_and_the_redelivery_is_handled() {
     })
     .await
     .unwrap();
-    crate_init();
-    let transport = Arc::new(Transport::new(config(&em)).unwrap());
     let handler = Arc::new(LosesFirstReply {
         calls: AtomicUsize::new(0),
     });
-    let observer = Arc::new(TestObserver::default());
-    let run = tokio::spawn(transport.start(handler.clone(), observer.clone()).unwrap());
-    let r = Running {
-        transport,
-        observer,
-        run,
-    };
+    let r = start(config(&em), handler.clone());
     r.connected().await;
     let id = em.push_event(event("e-lost"), PushOptions::default());
     let first = em

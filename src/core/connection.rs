@@ -694,14 +694,7 @@ impl Session<'_> {
                 let why = frame
                     .map(|f| format!("code {}, reason {:?}", u16::from(f.code), f.reason.as_str()))
                     .unwrap_or_else(|| "no code".into());
-                let error = TransportError::recoverable(
-                    ErrorCode::Disconnected,
-                    format!("the server closed the connection ({why})"),
-                );
-                return Err(SessionEnd::Lost {
-                    error,
-                    healthy: self.healthy,
-                });
+                return Err(self.disconnected(format!("the server closed the connection ({why})")));
             }
             // tungstenite answers RFC 6455 pings itself.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(None),
@@ -729,14 +722,7 @@ impl Session<'_> {
                 }
                 if let Some(ack) = self.on_event_frame(frame) {
                     if let Err(e) = self.write_ack(sink, ack).await {
-                        let error = TransportError::recoverable(
-                            ErrorCode::Disconnected,
-                            format!("writing an ack failed: {e}"),
-                        );
-                        return Err(SessionEnd::Lost {
-                            error,
-                            healthy: self.healthy,
-                        });
+                        return Err(self.disconnected(format!("writing an ack failed: {e}")));
                     }
                 }
                 Ok(None)
@@ -745,6 +731,14 @@ impl Session<'_> {
                 log.debug(|| format!("ignored a frame with method {other}{tag}"));
                 Ok(None)
             }
+        }
+    }
+
+    /// The end of a session whose socket is gone.
+    fn disconnected(&self, message: String) -> SessionEnd {
+        SessionEnd::Lost {
+            error: TransportError::recoverable(ErrorCode::Disconnected, message),
+            healthy: self.healthy,
         }
     }
 
