@@ -132,21 +132,8 @@ fn classify_handshake_error(e: tungstenite::Error, host: &str) -> TransportError
                 }
             }
         }
-        tungstenite::Error::Tls(t) => {
-            TransportError::recoverable(ErrorCode::TlsError, format!("TLS with {host} failed: {t}"))
-        }
-        tungstenite::Error::Io(io) => {
-            let text = io.to_string();
-            let code = if text.contains("certificate") || text.contains("InvalidCertificate") {
-                ErrorCode::TlsError
-            } else {
-                ErrorCode::HandshakeFailed
-            };
-            TransportError::recoverable(
-                code,
-                format!("the WebSocket handshake with {host} failed: {text}"),
-            )
-        }
+        // TLS (and so every certificate failure) is done by `net::open` before the
+        // upgrade starts, so what fails here is the upgrade itself.
         other => TransportError::recoverable(
             ErrorCode::HandshakeFailed,
             format!("the WebSocket handshake with {host} failed: {other}"),
