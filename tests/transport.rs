@@ -9,13 +9,15 @@ use feishu_transport::core::backoff::BackoffPolicy;
 use feishu_transport::core::config::{LogLevel, TransportConfig};
 use feishu_transport::core::endpoint::Domain;
 use feishu_transport::core::error::{ErrorCode, TransportError};
-use feishu_transport::core::events::{EventHandler, HandlerFuture, InboundEvent, Observer, Reply};
+use feishu_transport::core::events::{EventHandler, HandlerResult, InboundEvent, Observer, Reply};
 use feishu_transport::core::status::{State, StatusSnapshot};
 use feishu_transport::core::supervisor::{RunOutcome, StopReason, Transport};
 use feishu_transport::emulator::{
     DiscoveryFault, DiscoveryFaultKind, Emulator, EmulatorOptions, PushOptions,
 };
 
+/// What a test handler does with one event; it answers when the future completes.
+type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = HandlerResult> + Send>>;
 type Behaviour = dyn Fn(&InboundEvent, usize) -> HandlerFuture + Send + Sync;
 
 /// A handler whose behaviour each test chooses; it records every event it sees.
@@ -98,6 +100,16 @@ async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> boo
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// An emulator that re-delivers an event not acked within `ms`.
+async fn emulator_redelivering_after(ms: u64) -> Emulator {
+    Emulator::start(EmulatorOptions {
+        ack_deadline: Duration::from_millis(ms),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 fn config(em: &Emulator) -> TransportConfig {
@@ -208,12 +220,7 @@ async fn events_are_acked_with_the_handler_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_handler_acks_500_and_the_redelivery_is_handled() {
-    let em = Emulator::start(EmulatorOptions {
-        ack_deadline: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let em = emulator_redelivering_after(200).await;
     let handler = TestHandler::new(|_, n| {
         Box::pin(async move {
             if n == 1 {
@@ -445,12 +452,7 @@ async fn a_server_that_accepts_and_closes_forever_meets_a_growing_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_connection_leaves_in_flight_events_unacked_and_reconnects() {
-    let em = Emulator::start(EmulatorOptions {
-        ack_deadline: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let em = emulator_redelivering_after(300).await;
     let gate = Arc::new(tokio::sync::Notify::new());
     let g = gate.clone();
     let handler = TestHandler::new(move |_, n| {
@@ -727,12 +729,7 @@ async fn a_message_cut_by_a_server_close_mid_fragment_is_discarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_close_mid_handler_drops_the_ack_and_the_redelivery_is_answered_from_dedupe() {
-    let em = Emulator::start(EmulatorOptions {
-        ack_deadline: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let em = emulator_redelivering_after(300).await;
     let gate = Arc::new(tokio::sync::Notify::new());
     let g = gate.clone();
     let handler = TestHandler::new(move |_, _| {
@@ -769,7 +766,7 @@ async fn a_server_close_mid_handler_drops_the_ack_and_the_redelivery_is_answered
 }
 
 /// A handler that loses its first event's reply (drops it unanswered) and answers the
-/// rest through [`feishu_transport::core::events::FnHandler`]-style spawned tasks.
+/// rest from spawned tasks.
 struct LosesFirstReply {
     calls: AtomicUsize,
 }
@@ -786,12 +783,7 @@ impl EventHandler for LosesFirstReply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_dropped_unanswered_acks_500_and_the_redelivery_is_handled() {
-    let em = Emulator::start(EmulatorOptions {
-        ack_deadline: Duration::from_millis(200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let em = emulator_redelivering_after(200).await;
     let handler = Arc::new(LosesFirstReply {
         calls: AtomicUsize::new(0),
     });

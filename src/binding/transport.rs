@@ -237,6 +237,18 @@ struct Inbox {
 /// The replies of events handed to JavaScript (or queued for it), by `seq`.
 type Waiting = SeqMap<Reply>;
 
+impl Inbox {
+    /// True when the caller must queue the threadsafe call now: events wait, none is
+    /// queued, and the connection is not inside a burst (whose end queues it).
+    fn claim_call(&mut self) -> bool {
+        if self.in_burst || self.scheduled || self.next == self.first {
+            return false;
+        }
+        self.scheduled = true;
+        true
+    }
+}
+
 /// The per-event hot path between the connection and JavaScript, for one run.
 ///
 /// `handle()` appends the event to the inbox text and, unless a threadsafe call is
@@ -289,11 +301,7 @@ impl EventBridge {
         // stricter than JSON.parse), so it splices in as one array element.
         text.push_str(&event.payload);
         text.push(']');
-        if inbox.in_burst || inbox.scheduled {
-            return false;
-        }
-        inbox.scheduled = true;
-        true
+        inbox.claim_call()
     }
 
     /// Takes the queued text (closed) and its `seq` range.
@@ -435,13 +443,7 @@ impl EventHandler for JsHandler {
         let must_schedule = {
             let mut inbox = self.bridge.lock_inbox();
             inbox.in_burst = false;
-            let waiting = inbox.next > inbox.first;
-            if waiting && !inbox.scheduled {
-                inbox.scheduled = true;
-                true
-            } else {
-                false
-            }
+            inbox.claim_call()
         };
         if must_schedule {
             self.schedule();

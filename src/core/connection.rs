@@ -249,6 +249,18 @@ impl Pending {
     fn message_id(&self) -> &str {
         self.ack.message_id()
     }
+
+    /// The ack payload `answer` becomes (a failure is logged); dedupe learns it.
+    fn conclude(&mut self, answer: Answer, log: &Log) -> AckPayload {
+        let payload = match answer {
+            Answer::Known(v) => v,
+            Answer::Handler(r) => {
+                ack_payload(r, self.message_id(), self.event_type.as_deref(), log)
+            }
+        };
+        settle_dedupe(self.guard.take(), &payload);
+        payload
+    }
 }
 
 /// The events of one session whose handlers have not answered, and the queue their
@@ -294,12 +306,8 @@ impl InFlight {
     /// Turns one answer into the ack to write (None for an unknown token), settling
     /// dedupe on the way.
     fn settle(&mut self, token: u64, answer: Answer, log: &Log) -> Option<ReadyAck> {
-        let p = self.pending.remove(&token)?;
-        let payload = match answer {
-            Answer::Known(v) => v,
-            Answer::Handler(r) => ack_payload(r, p.message_id(), p.event_type.as_deref(), log),
-        };
-        settle_dedupe(p.guard, &payload);
+        let mut p = self.pending.remove(&token)?;
+        let payload = p.conclude(answer, log);
         let biz_rt = p.started.elapsed().as_millis() as u64;
         let ok = payload != AckPayload::Failed;
         Some(ReadyAck {
@@ -334,15 +342,9 @@ impl InFlight {
                 let Some((token, answer)) = rx.recv().await else {
                     break;
                 };
-                if let Some(p) = owned.remove(&token) {
-                    let message_id = p.message_id().to_string();
-                    let payload = match answer {
-                        Answer::Known(v) => v,
-                        Answer::Handler(r) => {
-                            ack_payload(r, &message_id, p.event_type.as_deref(), &log)
-                        }
-                    };
-                    settle_dedupe(p.guard, &payload);
+                if let Some(mut p) = owned.remove(&token) {
+                    p.conclude(answer, &log);
+                    let message_id = p.message_id();
                     log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
                 }
             }
@@ -589,13 +591,8 @@ impl Session<'_> {
                     last_ping_at = Some(now);
                 }
                 () = &mut pong_timer, if pong_deadline.is_some() => {
-                    // A deadline cleared by traffic since it was set has no timer reset,
-                    // so check that this is the deadline still in force.
-                    let deadline = pong_deadline.unwrap_or_else(tokio::time::Instant::now);
-                    if tokio::time::Instant::now() < deadline {
-                        pong_timer.as_mut().reset(deadline);
-                        continue;
-                    }
+                    // Every deadline set resets the timer, and traffic clears the deadline
+                    // (disabling this branch), so the timer is the deadline in force.
                     if !reading {
                         // We stopped reading on purpose (handlers saturated): silence is ours,
                         // not the server's. Check again after another full timeout.
@@ -783,7 +780,7 @@ impl Session<'_> {
         // The payload moves on (to the handler, or into the fragment buffer); the ack
         // needs only the headers.
         let payload = frame.payload.take().map(Vec::from).unwrap_or_default();
-        let complete = match self.assembler.push_owned(&frame, payload, Instant::now()) {
+        let complete = match self.assembler.push(&frame, payload, Instant::now()) {
             Ok(Some(c)) => c,
             Ok(None) => return None,
             Err(e) => {
@@ -855,9 +852,10 @@ impl Session<'_> {
                     let handler = self.ctx.handler.clone();
                     let status = self.ctx.status.clone();
                     let dedupe = d.clone();
+                    let log = self.ctx.log.clone();
                     tokio::spawn(async move {
                         let answer =
-                            await_first_delivery(h, event, &dedupe, &handler, &status).await;
+                            await_first_delivery(h, event, &dedupe, &handler, &status, &log).await;
                         let _ = tx.send((token, answer));
                     });
                     return None;
@@ -903,6 +901,7 @@ async fn await_first_delivery(
     dedupe: &Arc<Dedupe<AckPayload>>,
     handler: &Arc<dyn EventHandler>,
     status: &Arc<StatusStore>,
+    log: &Log,
 ) -> Answer {
     loop {
         if let Some(v) = wait.wait().await {
@@ -918,16 +917,13 @@ async fn await_first_delivery(
             Begin::Wait(next) => wait = next,
             Begin::Run(guard) => {
                 let (reply, rx) = Reply::oneshot();
+                let (message_id, event_type) = (event.message_id.clone(), event.event_type.clone());
                 handler.handle(event, reply);
                 let result = rx.await.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string()));
-                // Settled here, since the session's entry for this delivery owns no guard.
-                let settled = match &result {
-                    Ok(None) => AckPayload::Ok,
-                    Ok(Some(json)) => AckPayload::OkWithData(json.clone().into_bytes()),
-                    Err(_) => AckPayload::Failed,
-                };
-                settle_dedupe(Some(guard), &settled);
-                return Answer::Handler(result);
+                // Concluded here, since the session's entry for this delivery owns no guard.
+                let payload = ack_payload(result, &message_id, event_type.as_deref(), log);
+                settle_dedupe(Some(guard), &payload);
+                return Answer::Known(payload);
             }
         }
     }

@@ -1,8 +1,6 @@
 //! What the core hands to its embedder: events to handle, and lifecycle notifications.
 //! The napi binding implements both traits; Rust tests implement them in memory.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,8 +29,6 @@ pub struct InboundEvent {
 /// bare 200, `Err(reason)` a 500 (and Feishu re-delivers).
 pub type HandlerResult = Result<Option<String>, String>;
 
-pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
-
 /// Receives events. `handle` is called on the connection's task, in arrival order, and
 /// must not block: it starts the work and answers through `reply` later, from any thread.
 /// Answering through a handle rather than returning a future keeps the hot path free of
@@ -48,20 +44,6 @@ pub trait EventHandler: Send + Sync + 'static {
 
     /// The burst that [`EventHandler::begin_burst`] announced is over.
     fn end_burst(&self) {}
-}
-
-/// An [`EventHandler`] made of a function returning a future: each event's future runs
-/// as its own task. Convenient for embedders in Rust and for tests.
-pub struct FnHandler<F>(pub F);
-
-impl<F> EventHandler for FnHandler<F>
-where
-    F: Fn(InboundEvent) -> HandlerFuture + Send + Sync + 'static,
-{
-    fn handle(&self, event: InboundEvent, reply: Reply) {
-        let fut = (self.0)(event);
-        tokio::spawn(async move { reply.send(fut.await) });
-    }
 }
 
 /// Where a session collects its handlers' answers, by token.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::frame::{header_key, Frame};
+use super::frame::header_key;
 use super::frame_view::Headers;
 
 /// Bounds on what the [`Assembler`] holds for messages that are not complete yet.
@@ -225,13 +225,10 @@ impl Assembler {
     /// [`FragmentError::MessageTooLarge`] and [`FragmentError::BufferFull`] its partial
     /// message is dropped as well, and a later fragment of it starts a new partial that
     /// expires unless the whole message is re-delivered.
-    pub fn push(&mut self, frame: &Frame, now: Instant) -> Result<Option<Complete>, FragmentError> {
-        self.push_owned(frame, frame.payload.clone().unwrap_or_default(), now)
-    }
-
-    /// [`Assembler::push`] with the frame's payload handed over (taken out of the frame):
-    /// a whole message is passed on and a fragment is buffered without a copy.
-    pub fn push_owned(
+    ///
+    /// `payload` is the frame's payload, handed over (taken out of the frame): a whole
+    /// message is passed on and a fragment is buffered without a copy.
+    pub fn push(
         &mut self,
         frame: &impl Headers,
         payload: Vec<u8>,
@@ -409,7 +406,18 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::frame::{Header, METHOD_DATA};
+    use crate::core::frame::{Frame, Header, METHOD_DATA};
+
+    impl Assembler {
+        /// [`Assembler::push`] with a copy of the frame's own payload.
+        fn push_frame(
+            &mut self,
+            frame: &Frame,
+            now: Instant,
+        ) -> Result<Option<Complete>, FragmentError> {
+            self.push(frame, frame.payload.clone().unwrap_or_default(), now)
+        }
+    }
     use proptest::prelude::*;
 
     fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Frame {
@@ -461,7 +469,10 @@ mod tests {
     fn whole_message_completes_at_once_without_buffering() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        let done = a.push(&frag("m1", 1, 0, b"{}"), now).unwrap().unwrap();
+        let done = a
+            .push_frame(&frag("m1", 1, 0, b"{}"), now)
+            .unwrap()
+            .unwrap();
         assert_eq!(done.message_id, "m1");
         assert_eq!(done.payload, b"{}");
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (0, 0));
@@ -471,7 +482,7 @@ mod tests {
     fn frame_without_sum_and_seq_is_a_whole_message() {
         let mut a = Assembler::new(FragmentLimits::default());
         let f = frame(&[("message_id", "m1")], b"abc");
-        let done = a.push(&f, Instant::now()).unwrap().unwrap();
+        let done = a.push_frame(&f, Instant::now()).unwrap().unwrap();
         assert_eq!(done.payload, b"abc");
         assert_eq!(a.pending_messages(), 0);
     }
@@ -482,7 +493,7 @@ mod tests {
         let mut f = frag("m1", 1, 0, b"");
         f.payload = None;
         assert_eq!(
-            a.push(&f, Instant::now()).unwrap().unwrap().payload,
+            a.push_frame(&f, Instant::now()).unwrap().unwrap().payload,
             Vec::<u8>::new()
         );
     }
@@ -492,9 +503,12 @@ mod tests {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
         let no_id = frame(&[("sum", "1"), ("seq", "0")], b"x");
-        assert_eq!(a.push(&no_id, now), Err(FragmentError::MissingMessageId));
         assert_eq!(
-            a.push(&frag("", 1, 0, b"x"), now),
+            a.push_frame(&no_id, now),
+            Err(FragmentError::MissingMessageId)
+        );
+        assert_eq!(
+            a.push_frame(&frag("", 1, 0, b"x"), now),
             Err(FragmentError::MissingMessageId)
         );
     }
@@ -539,7 +553,7 @@ mod tests {
         ];
         for (headers, expected) in cases {
             assert_eq!(
-                a.push(&frame(headers, b"x"), now).as_ref(),
+                a.push_frame(&frame(headers, b"x"), now).as_ref(),
                 Err(expected),
                 "{headers:?}"
             );
@@ -551,11 +565,11 @@ mod tests {
     fn seq_must_be_below_sum() {
         let mut a = Assembler::new(FragmentLimits::default());
         assert_eq!(
-            a.push(&frag("m", 2, 2, b"x"), Instant::now()),
+            a.push_frame(&frag("m", 2, 2, b"x"), Instant::now()),
             Err(FragmentError::SeqOutOfRange { seq: 2, sum: 2 })
         );
         assert_eq!(
-            a.push(&frag("m", 1, 1, b"x"), Instant::now()),
+            a.push_frame(&frag("m", 1, 1, b"x"), Instant::now()),
             Err(FragmentError::SeqOutOfRange { seq: 1, sum: 1 })
         );
         assert_eq!(a.pending_messages(), 0);
@@ -565,17 +579,17 @@ mod tests {
     fn sum_above_the_fragment_limit_is_rejected() {
         let mut a = Assembler::new(limits(1 << 20, 4, 16));
         assert_eq!(
-            a.push(&frag("m", 5, 0, b"x"), Instant::now()),
+            a.push_frame(&frag("m", 5, 0, b"x"), Instant::now()),
             Err(FragmentError::TooManyFragments { sum: 5, max: 4 })
         );
         assert_eq!(
-            a.push(&frag("n", u32::MAX, 0, b"x"), Instant::now()),
+            a.push_frame(&frag("n", u32::MAX, 0, b"x"), Instant::now()),
             Err(FragmentError::TooManyFragments {
                 sum: u32::MAX,
                 max: 4
             })
         );
-        assert!(a.push(&frag("m", 4, 0, b"x"), Instant::now()).is_ok());
+        assert!(a.push_frame(&frag("m", 4, 0, b"x"), Instant::now()).is_ok());
     }
 
     #[test]
@@ -583,7 +597,7 @@ mod tests {
         let mut a = Assembler::new(limits(1 << 20, u32::MAX, 16));
         assert_eq!(a.limits().max_fragments_per_message, MAX_FRAGMENTS_CEILING);
         assert_eq!(
-            a.push(&frag("m", u32::MAX, 0, b"x"), Instant::now()),
+            a.push_frame(&frag("m", u32::MAX, 0, b"x"), Instant::now()),
             Err(FragmentError::TooManyFragments {
                 sum: u32::MAX,
                 max: MAX_FRAGMENTS_CEILING
@@ -595,10 +609,13 @@ mod tests {
     fn fragments_join_in_seq_order_and_the_last_one_completes() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("m", 3, 2, b"ghi"), now), Ok(None));
-        assert_eq!(a.push(&frag("m", 3, 0, b"abc"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 3, 2, b"ghi"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 3, 0, b"abc"), now), Ok(None));
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (1, 6));
-        let done = a.push(&frag("m", 3, 1, b"def"), now).unwrap().unwrap();
+        let done = a
+            .push_frame(&frag("m", 3, 1, b"def"), now)
+            .unwrap()
+            .unwrap();
         assert_eq!(done.payload, b"abcdefghi");
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (0, 0));
     }
@@ -607,17 +624,17 @@ mod tests {
     fn interleaved_messages_are_kept_apart() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("a", 2, 0, b"a0"), now), Ok(None));
-        assert_eq!(a.push(&frag("b", 2, 1, b"b1"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("a", 2, 0, b"a0"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("b", 2, 1, b"b1"), now), Ok(None));
         assert_eq!(
-            a.push(&frag("b", 2, 0, b"b0"), now)
+            a.push_frame(&frag("b", 2, 0, b"b0"), now)
                 .unwrap()
                 .unwrap()
                 .payload,
             b"b0b1"
         );
         assert_eq!(
-            a.push(&frag("a", 2, 1, b"a1"), now)
+            a.push_frame(&frag("a", 2, 1, b"a1"), now)
                 .unwrap()
                 .unwrap()
                 .payload,
@@ -629,9 +646,9 @@ mod tests {
     fn empty_fragments_do_not_block_completion() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("m", 3, 0, b""), now), Ok(None));
-        assert_eq!(a.push(&frag("m", 3, 2, b"z"), now), Ok(None));
-        let done = a.push(&frag("m", 3, 1, b""), now).unwrap().unwrap();
+        assert_eq!(a.push_frame(&frag("m", 3, 0, b""), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 3, 2, b"z"), now), Ok(None));
+        let done = a.push_frame(&frag("m", 3, 1, b""), now).unwrap().unwrap();
         assert_eq!(done.payload, b"z");
     }
 
@@ -639,10 +656,10 @@ mod tests {
     fn duplicate_seq_overwrites_its_slot_and_does_not_count_twice() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("m", 2, 0, b"old-bytes"), now), Ok(None));
-        assert_eq!(a.push(&frag("m", 2, 0, b"new"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 2, 0, b"old-bytes"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 2, 0, b"new"), now), Ok(None));
         assert_eq!(a.buffered_bytes(), 3);
-        let done = a.push(&frag("m", 2, 1, b"!"), now).unwrap().unwrap();
+        let done = a.push_frame(&frag("m", 2, 1, b"!"), now).unwrap().unwrap();
         assert_eq!(done.payload, b"new!");
         assert_eq!(a.buffered_bytes(), 0);
     }
@@ -651,9 +668,9 @@ mod tests {
     fn sum_mismatch_drops_the_partial() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("m", 3, 0, b"abc"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 3, 0, b"abc"), now), Ok(None));
         assert_eq!(
-            a.push(&frag("m", 2, 1, b"x"), now),
+            a.push_frame(&frag("m", 2, 1, b"x"), now),
             Err(FragmentError::SumMismatch {
                 expected: 3,
                 got: 2
@@ -666,9 +683,9 @@ mod tests {
     fn whole_frame_reusing_a_partial_id_is_a_sum_mismatch() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("m", 2, 0, b"abc"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 2, 0, b"abc"), now), Ok(None));
         assert_eq!(
-            a.push(&frag("m", 1, 0, b"x"), now),
+            a.push_frame(&frag("m", 1, 0, b"x"), now),
             Err(FragmentError::SumMismatch {
                 expected: 2,
                 got: 1
@@ -676,21 +693,21 @@ mod tests {
         );
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (0, 0));
         // other ids still take the fast path while a partial exists
-        assert_eq!(a.push(&frag("p", 2, 0, b"p"), now), Ok(None));
-        assert!(a.push(&frag("q", 1, 0, b"q"), now).unwrap().is_some());
+        assert_eq!(a.push_frame(&frag("p", 2, 0, b"p"), now), Ok(None));
+        assert!(a.push_frame(&frag("q", 1, 0, b"q"), now).unwrap().is_some());
     }
 
     #[test]
     fn invalid_seq_on_a_known_message_keeps_the_partial() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("m", 2, 0, b"a"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 2, 0, b"a"), now), Ok(None));
         assert_eq!(
-            a.push(&frag("m", 2, 5, b"x"), now),
+            a.push_frame(&frag("m", 2, 5, b"x"), now),
             Err(FragmentError::SeqOutOfRange { seq: 5, sum: 2 })
         );
         assert_eq!(
-            a.push(&frag("m", 2, 1, b"b"), now)
+            a.push_frame(&frag("m", 2, 1, b"b"), now)
                 .unwrap()
                 .unwrap()
                 .payload,
@@ -703,13 +720,13 @@ mod tests {
         let mut a = Assembler::new(limits(10, 16, 16));
         let now = Instant::now();
         assert_eq!(
-            a.push(&frag("big", 2, 0, &[0; 11]), now),
+            a.push_frame(&frag("big", 2, 0, &[0; 11]), now),
             Err(FragmentError::MessageTooLarge { bytes: 11, max: 10 })
         );
-        assert_eq!(a.push(&frag("m", 3, 0, &[0; 6]), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("m", 3, 0, &[0; 6]), now), Ok(None));
         // the completing fragment counts too: a message is judged by its total size
         assert_eq!(
-            a.push(&frag("m", 3, 1, &[0; 5]), now),
+            a.push_frame(&frag("m", 3, 1, &[0; 5]), now),
             Err(FragmentError::MessageTooLarge { bytes: 11, max: 10 })
         );
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (0, 0));
@@ -719,10 +736,10 @@ mod tests {
     fn full_buffer_drops_the_offending_partial_and_releases_its_bytes() {
         let mut a = Assembler::new(limits(10, 16, 16));
         let now = Instant::now();
-        assert_eq!(a.push(&frag("a", 2, 0, &[1; 6]), now), Ok(None));
-        assert_eq!(a.push(&frag("b", 3, 0, &[2; 3]), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("a", 2, 0, &[1; 6]), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("b", 3, 0, &[2; 3]), now), Ok(None));
         assert_eq!(
-            a.push(&frag("b", 3, 1, &[2; 3]), now),
+            a.push_frame(&frag("b", 3, 1, &[2; 3]), now),
             Err(FragmentError::BufferFull {
                 buffered: 9,
                 fragment: 3,
@@ -732,7 +749,7 @@ mod tests {
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (1, 6));
         // a new message that cannot fit is rejected without touching "a"
         assert_eq!(
-            a.push(&frag("c", 2, 0, &[3; 5]), now),
+            a.push_frame(&frag("c", 2, 0, &[3; 5]), now),
             Err(FragmentError::BufferFull {
                 buffered: 6,
                 fragment: 5,
@@ -740,7 +757,7 @@ mod tests {
             })
         );
         assert_eq!(
-            a.push(&frag("a", 2, 1, &[1; 4]), now)
+            a.push_frame(&frag("a", 2, 1, &[1; 4]), now)
                 .unwrap()
                 .unwrap()
                 .payload,
@@ -753,28 +770,28 @@ mod tests {
     fn pending_limit_rejects_new_messages_and_keeps_the_old() {
         let mut a = Assembler::new(limits(1 << 20, 16, 2));
         let now = Instant::now();
-        assert_eq!(a.push(&frag("a", 2, 0, b"a"), now), Ok(None));
-        assert_eq!(a.push(&frag("b", 2, 0, b"b"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("a", 2, 0, b"a"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("b", 2, 0, b"b"), now), Ok(None));
         assert_eq!(
-            a.push(&frag("c", 2, 0, b"c"), now),
+            a.push_frame(&frag("c", 2, 0, b"c"), now),
             Err(FragmentError::TooManyPending { pending: 2, max: 2 })
         );
         // whole messages never count against the pending limit
-        assert!(a.push(&frag("d", 1, 0, b"d"), now).unwrap().is_some());
-        assert!(a.push(&frag("a", 2, 1, b"!"), now).unwrap().is_some());
-        assert_eq!(a.push(&frag("c", 2, 0, b"c"), now), Ok(None));
+        assert!(a.push_frame(&frag("d", 1, 0, b"d"), now).unwrap().is_some());
+        assert!(a.push_frame(&frag("a", 2, 1, b"!"), now).unwrap().is_some());
+        assert_eq!(a.push_frame(&frag("c", 2, 0, b"c"), now), Ok(None));
     }
 
     #[test]
     fn expire_drops_partials_older_than_expiry_from_their_first_fragment() {
         let mut a = Assembler::new(FragmentLimits::default());
         let t0 = Instant::now();
-        assert_eq!(a.push(&frag("old", 3, 0, b"12"), t0), Ok(None));
+        assert_eq!(a.push_frame(&frag("old", 3, 0, b"12"), t0), Ok(None));
         let t5 = t0 + Duration::from_secs(5);
-        assert_eq!(a.push(&frag("new", 2, 0, b"345"), t5), Ok(None));
+        assert_eq!(a.push_frame(&frag("new", 2, 0, b"345"), t5), Ok(None));
         // a later fragment does not extend the partial's life
         assert_eq!(
-            a.push(&frag("old", 3, 1, b"6"), t0 + Duration::from_secs(9)),
+            a.push_frame(&frag("old", 3, 1, b"6"), t0 + Duration::from_secs(9)),
             Ok(None)
         );
         assert_eq!(a.expire(t0 + Duration::from_millis(9_999)), 0);
@@ -790,11 +807,11 @@ mod tests {
     fn clear_drops_everything() {
         let mut a = Assembler::new(FragmentLimits::default());
         let now = Instant::now();
-        assert_eq!(a.push(&frag("a", 2, 0, b"abc"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("a", 2, 0, b"abc"), now), Ok(None));
         a.clear();
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (0, 0));
         // the message restarts from scratch
-        assert_eq!(a.push(&frag("a", 2, 1, b"d"), now), Ok(None));
+        assert_eq!(a.push_frame(&frag("a", 2, 1, b"d"), now), Ok(None));
     }
 
     #[test]
@@ -827,7 +844,7 @@ mod tests {
         }
         let mut a = Assembler::new(FragmentLimits::default());
         let hostile = frame(&[("message_id", "m"), ("sum", &long), ("seq", "0")], b"");
-        let err = a.push(&hostile, Instant::now()).unwrap_err();
+        let err = a.push_frame(&hostile, Instant::now()).unwrap_err();
         assert!(err.to_string().len() < 120);
     }
 
@@ -838,7 +855,10 @@ mod tests {
         let sum = parts.len() as u32;
         let mut done = Vec::new();
         for &i in order {
-            if let Some(c) = a.push(&frag(id, sum, i as u32, &parts[i]), now).unwrap() {
+            if let Some(c) = a
+                .push_frame(&frag(id, sum, i as u32, &parts[i]), now)
+                .unwrap()
+            {
                 done.push(c);
             }
         }
@@ -945,7 +965,7 @@ mod tests {
                 if let Some(sum) = &sum { headers.push(("sum", sum.as_str())); }
                 if let Some(seq) = &seq { headers.push(("seq", seq.as_str())); }
                 let now = t0 + Duration::from_millis(at);
-                if let Err(e) = a.push(&frame(&headers, &payload), now) {
+                if let Err(e) = a.push_frame(&frame(&headers, &payload), now) {
                     let _ = e.to_string();
                 }
                 prop_assert!(a.buffered_bytes() <= cap);

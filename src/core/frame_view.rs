@@ -112,7 +112,13 @@ pub struct AckTemplate {
 
 impl AckTemplate {
     pub fn new(frame: &FrameView) -> AckTemplate {
-        let mut bytes = Vec::with_capacity(frame.encoded_len() - payload_len(frame) + 16);
+        // Room for the fixed fields and every header (tag and length bytes included).
+        let headers: usize = frame
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len() + 8)
+            .sum();
+        let mut bytes = Vec::with_capacity(headers + 48);
         enc::uint64::encode(1, &frame.seq_id, &mut bytes);
         enc::uint64::encode(2, &frame.log_id, &mut bytes);
         enc::int32::encode(3, &frame.service, &mut bytes);
@@ -167,13 +173,6 @@ impl AckTemplate {
         out.extend_from_slice(&self.bytes[self.post..]);
         out
     }
-}
-
-fn payload_len(frame: &FrameView) -> usize {
-    frame
-        .payload
-        .as_ref()
-        .map_or(0, |p| enc::bytes::encoded_len(8, p))
 }
 
 #[cfg(test)]
