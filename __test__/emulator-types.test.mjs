@@ -1,5 +1,5 @@
-// emulator.d.ts is written by hand for readers; this makes sure it says exactly what the
-// generated native.d.ts says (see __test__/types/emulator-types.ts).
+// emulator.d.ts re-exports the emulator's part of the generated native.d.ts; this makes sure
+// the public names say exactly what the generated ones say (see __test__/types/emulator-types.ts).
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'

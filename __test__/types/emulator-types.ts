@@ -1,5 +1,5 @@
-// Compile-time check that the hand-written emulator.d.ts matches the generated
-// native.d.ts: every type must be identical in both directions. Compiled by
+// Compile-time check that emulator.d.ts exposes the generated native.d.ts types unchanged:
+// every type must be identical in both directions. Compiled by
 // __test__/emulator-types.test.mjs with `tsc --noEmit`.
 import type * as Pub from '../../emulator'
 import type * as Nat from '../../native'
