@@ -4,7 +4,6 @@
 //! Case counts default high (10 000) because each case costs microseconds; set
 //! `PROPTEST_CASES` to change them.
 
-use bytes::Bytes;
 use feishu_transport::core::frame::{AckPayload, Frame, Header};
 use feishu_transport::core::frame_view::{AckTemplate, FrameView, Headers};
 use proptest::prelude::*;
@@ -114,10 +113,10 @@ proptest! {
             }
         }
         let owned = Frame::decode_bytes(&bytes);
-        let view = FrameView::decode(Bytes::from(bytes.clone()));
+        let view = FrameView::decode(&bytes);
         match (owned, view) {
             (Ok(o), Ok(v)) => {
-                prop_assert_eq!(o.payload.as_deref(), v.payload.as_deref());
+                prop_assert_eq!(o.payload.as_deref(), v.payload);
                 prop_assert_eq!(o.headers.len(), v.headers.len());
                 for h in &o.headers {
                     prop_assert_eq!(Frame::header(&o, &h.key), v.header(&h.key));
@@ -131,7 +130,7 @@ proptest! {
                 prop_assert_eq!(t.encode(biz_rt, &response), Frame::ack(&o, biz_rt, &response).encode_to_vec());
             }
             (Err(a), Err(b)) => prop_assert_eq!(a, b),
-            (a, b) => prop_assert!(false, "owned {:?} vs view {:?}", a.is_ok(), b.is_ok()),
+            (a, b) => prop_assert!(false, "owned {:?} vs view {:?} bytes {:02x?}", a.err(), b.is_ok(), bytes),
         }
     }
 }

@@ -423,7 +423,7 @@ impl Observer for Obs {
 struct NoopHandler;
 
 impl EventHandler for NoopHandler {
-    fn handle(&self, _event: InboundEvent, reply: Reply) {
+    fn handle(&self, _event: InboundEvent<'_>, reply: Reply) {
         reply.send(Ok(None));
     }
 }

@@ -9,7 +9,9 @@ use feishu_transport::core::backoff::BackoffPolicy;
 use feishu_transport::core::config::{LogLevel, TransportConfig};
 use feishu_transport::core::endpoint::Domain;
 use feishu_transport::core::error::{ErrorCode, TransportError};
-use feishu_transport::core::events::{EventHandler, HandlerResult, InboundEvent, Observer, Reply};
+use feishu_transport::core::events::{
+    EventHandler, HandlerResult, InboundEvent, Observer, OwnedEvent, Reply,
+};
 use feishu_transport::core::status::{State, StatusSnapshot};
 use feishu_transport::core::supervisor::{RunOutcome, StopReason, Transport};
 use feishu_transport::emulator::{
@@ -18,18 +20,18 @@ use feishu_transport::emulator::{
 
 /// What a test handler does with one event; it answers when the future completes.
 type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = HandlerResult> + Send>>;
-type Behaviour = dyn Fn(&InboundEvent, usize) -> HandlerFuture + Send + Sync;
+type Behaviour = dyn Fn(&OwnedEvent, usize) -> HandlerFuture + Send + Sync;
 
 /// A handler whose behaviour each test chooses; it records every event it sees.
 struct TestHandler {
-    seen: Mutex<Vec<InboundEvent>>,
+    seen: Mutex<Vec<OwnedEvent>>,
     calls: AtomicUsize,
     behaviour: Box<Behaviour>,
 }
 
 impl TestHandler {
     fn new(
-        behaviour: impl Fn(&InboundEvent, usize) -> HandlerFuture + Send + Sync + 'static,
+        behaviour: impl Fn(&OwnedEvent, usize) -> HandlerFuture + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(TestHandler {
             seen: Mutex::new(Vec::new()),
@@ -46,8 +48,9 @@ impl TestHandler {
 }
 
 impl EventHandler for TestHandler {
-    fn handle(&self, event: InboundEvent, reply: Reply) {
+    fn handle(&self, event: InboundEvent<'_>, reply: Reply) {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let event = event.to_owned();
         let fut = (self.behaviour)(&event, n);
         self.seen.lock().unwrap().push(event);
         tokio::spawn(async move { reply.send(fut.await) });
@@ -772,7 +775,7 @@ struct LosesFirstReply {
 }
 
 impl EventHandler for LosesFirstReply {
-    fn handle(&self, _event: InboundEvent, reply: Reply) {
+    fn handle(&self, _event: InboundEvent<'_>, reply: Reply) {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             drop(reply);
         } else {

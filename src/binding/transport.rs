@@ -20,6 +20,7 @@ use crate::core::dedupe::DedupeConfig;
 use crate::core::endpoint::Domain;
 use crate::core::error::TransportError;
 use crate::core::events::{EventHandler, HandlerResult, InboundEvent, Observer, Reply};
+use crate::core::frame_view::decimal;
 use crate::core::proxy::{ProxyMode, ProxyUrl};
 use crate::core::seqmap::SeqMap;
 use crate::core::status::StatusSnapshot;
@@ -221,9 +222,9 @@ pub struct NativeTransport {
 #[derive(Default)]
 struct Inbox {
     /// `[[seq, messageId, traceId, receivedAt, payload],…` without the closing `]`;
-    /// empty when nothing is queued. Built here, on the connection's thread, so the
-    /// event's own strings are freed where they were allocated (glibc frees from another
-    /// thread take that thread's arena lock) and the JS thread only copies one string.
+    /// empty when nothing is queued. Written here, on the connection's thread, straight
+    /// from the borrowed event, so the event costs no allocation of its own and the JS
+    /// thread only copies one string.
     text: String,
     /// The `seq`s queued in `text`: `first..next` (`take()` moves `first` up to `next`).
     first: u64,
@@ -279,27 +280,31 @@ impl EventBridge {
     }
 
     /// Queues one event; true when the caller must queue a threadsafe call.
-    fn push(&self, event: InboundEvent, reply: Reply) -> bool {
+    fn push(&self, event: InboundEvent<'_>, reply: Reply) -> bool {
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         let seq = inbox.next;
         inbox.next += 1;
         // Registered before the text can reach JavaScript, so a settle always finds it.
         self.lock_waiting().insert(seq, reply);
         let text = &mut inbox.text;
-        let trace_len = event.trace_id.as_ref().map_or(4, String::len);
+        let trace_len = event.trace_id.map_or(4, str::len);
         text.reserve(event.payload.len() + event.message_id.len() + trace_len + 48);
-        text.push(if text.is_empty() { '[' } else { ',' });
-        let _ = write!(text, "[{seq},");
-        push_json_string(text, &event.message_id);
+        let mut digits = [0u8; 20];
+        text.push_str(if text.is_empty() { "[[" } else { ",[" });
+        text.push_str(decimal(seq, &mut digits));
         text.push(',');
-        match &event.trace_id {
+        push_json_string(text, event.message_id);
+        text.push(',');
+        match event.trace_id {
             Some(t) => push_json_string(text, t),
             None => text.push_str("null"),
         }
-        let _ = write!(text, ",{},", event.received_at_ms);
+        text.push(',');
+        text.push_str(decimal(event.received_at_ms, &mut digits));
+        text.push(',');
         // Checked by the connection to be one JSON object (by serde_json, which is
         // stricter than JSON.parse), so it splices in as one array element.
-        text.push_str(&event.payload);
+        text.push_str(event.payload);
         text.push(']');
         inbox.claim_call()
     }
@@ -428,7 +433,7 @@ impl JsHandler {
 }
 
 impl EventHandler for JsHandler {
-    fn handle(&self, event: InboundEvent, reply: Reply) {
+    fn handle(&self, event: InboundEvent<'_>, reply: Reply) {
         // Queued here, synchronously, so handlers are called in arrival order.
         if self.bridge.push(event, reply) {
             self.schedule();
@@ -645,9 +650,10 @@ impl NativeTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::events::OwnedEvent;
 
-    fn event(id: &str) -> InboundEvent {
-        InboundEvent {
+    fn event(id: &str) -> OwnedEvent {
+        OwnedEvent {
             payload: format!(r#"{{"header":{{"event_id":"{id}"}}}}"#),
             message_id: format!("m-{id}"),
             trace_id: None,
@@ -661,8 +667,8 @@ mod tests {
     fn one_call_is_queued_per_batch_and_none_inside_a_burst() {
         let bridge = EventBridge::default();
         // Outside a burst the first event asks for a call, the next ones ride along.
-        assert!(bridge.push(event("a"), Reply::oneshot().0));
-        assert!(!bridge.push(event("b"), Reply::oneshot().0));
+        assert!(bridge.push(event("a").as_event(), Reply::oneshot().0));
+        assert!(!bridge.push(event("b").as_event(), Reply::oneshot().0));
         let (text, range) = bridge.take();
         assert_eq!(range, Some((0, 1)));
         let batch: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -670,8 +676,8 @@ mod tests {
         assert_eq!(batch[1][4]["header"]["event_id"], "b");
         // Inside a burst no event asks for a call: `end_burst` makes the one call.
         bridge.lock_inbox().in_burst = true;
-        assert!(!bridge.push(event("c"), Reply::oneshot().0));
-        assert!(!bridge.push(event("d"), Reply::oneshot().0));
+        assert!(!bridge.push(event("c").as_event(), Reply::oneshot().0));
+        assert!(!bridge.push(event("d").as_event(), Reply::oneshot().0));
         let inbox = bridge.lock_inbox();
         assert!(!inbox.scheduled && inbox.next > inbox.first);
     }
@@ -680,13 +686,13 @@ mod tests {
     fn settling_answers_the_reply_once() {
         let bridge = EventBridge::default();
         let (reply, mut rx) = Reply::oneshot();
-        bridge.push(event("a"), reply);
+        bridge.push(event("a").as_event(), reply);
         bridge.settle_ok(&[0.0, 0.0, 7.0]);
         assert_eq!(rx.try_recv().unwrap(), Ok(None));
         // An unknown or already settled seq is ignored.
         bridge.settle(0, Err("late".into()));
         let (reply, mut rx) = Reply::oneshot();
-        bridge.push(event("b"), reply);
+        bridge.push(event("b").as_event(), reply);
         drop(bridge);
         // The bridge went away: the reply is dropped unanswered, which is a failure.
         assert!(rx.try_recv().unwrap().is_err());

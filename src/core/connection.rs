@@ -22,7 +22,8 @@ use super::dedupe::{Begin, Dedupe, DedupeGuard, WaitHandle};
 use super::endpoint::{Endpoint, ServerConfig};
 use super::error::{ErrorCode, TransportError};
 use super::events::{
-    envelope_meta, EventHandler, HandlerResult, InboundEvent, Reply, ReplySender, REPLY_DROPPED,
+    envelope_meta, EventHandler, HandlerResult, InboundEvent, OwnedEvent, Reply, ReplySender,
+    REPLY_DROPPED,
 };
 use super::fragments::Assembler;
 use super::frame::{frame_type, header_key, AckPayload, Frame, METHOD_CONTROL, METHOD_DATA};
@@ -242,7 +243,8 @@ struct Pending {
     /// Set when this delivery owns the event in dedupe.
     guard: Option<DedupeGuard<AckPayload>>,
     started: Instant,
-    event_type: Option<String>,
+    /// For log lines only; shared by every event of its type (see [`EventTypes`]).
+    event_type: Option<Arc<str>>,
 }
 
 impl Pending {
@@ -250,15 +252,16 @@ impl Pending {
         self.ack.message_id()
     }
 
-    /// The ack payload `answer` becomes (a failure is logged); dedupe learns it.
-    fn conclude(&mut self, answer: Answer, log: &Log) -> AckPayload {
+    /// The ack payload `answer` becomes (a failure is logged); dedupe learns it, as of
+    /// `now`.
+    fn conclude(&mut self, answer: Answer, log: &Log, now: Instant) -> AckPayload {
         let payload = match answer {
             Answer::Known(v) => v,
             Answer::Handler(r) => {
                 ack_payload(r, self.message_id(), self.event_type.as_deref(), log)
             }
         };
-        settle_dedupe(self.guard.take(), &payload);
+        settle_dedupe(self.guard.take(), &payload, now);
         payload
     }
 }
@@ -307,8 +310,10 @@ impl InFlight {
     /// dedupe on the way.
     fn settle(&mut self, token: u64, answer: Answer, log: &Log) -> Option<ReadyAck> {
         let mut p = self.pending.remove(&token)?;
-        let payload = p.conclude(answer, log);
-        let biz_rt = p.started.elapsed().as_millis() as u64;
+        // One clock read serves dedupe and `biz_rt`.
+        let now = Instant::now();
+        let payload = p.conclude(answer, log, now);
+        let biz_rt = now.saturating_duration_since(p.started).as_millis() as u64;
         let ok = payload != AckPayload::Failed;
         Some(ReadyAck {
             frame: p.ack.encode(biz_rt, &payload),
@@ -343,12 +348,35 @@ impl InFlight {
                     break;
                 };
                 if let Some(mut p) = owned.remove(&token) {
-                    p.conclude(answer, &log);
+                    p.conclude(answer, &log, Instant::now());
                     let message_id = p.message_id();
                     log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
                 }
             }
         });
+    }
+}
+
+/// The event types a session has seen, each allocated once: an event in flight keeps
+/// its type for log lines, and a bot receives a handful of types, so a shared `Arc`
+/// replaces a `String` per event. Past [`EventTypes::MAX`] distinct types, new ones are
+/// allocated per event rather than remembered, so a stream of odd types cannot grow it.
+#[derive(Default)]
+struct EventTypes(Vec<Arc<str>>);
+
+impl EventTypes {
+    const MAX: usize = 32;
+
+    fn get(&mut self, kind: Option<&str>) -> Option<Arc<str>> {
+        let kind = kind?;
+        if let Some(known) = self.0.iter().find(|k| &***k == kind) {
+            return Some(Arc::clone(known));
+        }
+        let new: Arc<str> = Arc::from(kind);
+        if self.0.len() < Self::MAX {
+            self.0.push(Arc::clone(&new));
+        }
+        Some(new)
     }
 }
 
@@ -392,6 +420,7 @@ pub async fn run_session(
         drops: DropLog::default(),
         inflight: InFlight::new(),
         unflushed: false,
+        event_types: EventTypes::default(),
     };
     let end = session.run(&mut sink, &mut stream, control).await;
     session.inflight.hand_off(&log);
@@ -410,6 +439,7 @@ struct Session<'a> {
     inflight: InFlight,
     /// Acks were fed to the sink and not flushed yet.
     unflushed: bool,
+    event_types: EventTypes,
 }
 
 /// Ends a read burst ([`EventHandler::end_burst`]) when dropped, so every way out of the
@@ -684,7 +714,7 @@ impl Session<'_> {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(None),
         };
         let len = bytes.len();
-        let frame = match FrameView::decode(bytes) {
+        let frame = match FrameView::decode(&bytes) {
             Ok(f) => f,
             Err(e) => {
                 self.drops.note(counters, log, || {
@@ -727,7 +757,7 @@ impl Session<'_> {
     }
 
     /// A control frame; true when a pong changed the server config.
-    fn on_control(&mut self, frame: FrameView) -> bool {
+    fn on_control(&mut self, frame: FrameView<'_>) -> bool {
         // A server `ping` gets no reply, as in every official SDK.
         if frame.frame_type() != frame_type::PONG {
             return false;
@@ -737,7 +767,7 @@ impl Session<'_> {
             .last_pong_at
             .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         self.mark_healthy();
-        let Some(p) = frame.payload.as_deref().filter(|p| !p.is_empty()) else {
+        let Some(p) = frame.payload.filter(|p| !p.is_empty()) else {
             return false;
         };
         let tag = &self.conn_tag;
@@ -773,14 +803,16 @@ impl Session<'_> {
 
     /// An event frame: reassembles, checks and dispatches it. Returns an ack to write
     /// right away when dedupe already knows the answer.
-    fn on_event_frame(&mut self, mut frame: FrameView) -> Option<ReadyAck> {
+    fn on_event_frame(&mut self, frame: FrameView<'_>) -> Option<ReadyAck> {
         let counters = &self.ctx.status.counters;
         let log = self.ctx.log;
         let tag = &self.conn_tag;
         // The payload moves on (to the handler, or into the fragment buffer); the ack
         // needs only the headers.
-        let payload = frame.payload.take().map(Vec::from).unwrap_or_default();
-        let complete = match self.assembler.push(&frame, payload, Instant::now()) {
+        let payload = frame.payload.unwrap_or_default();
+        // One clock read per frame: fragment expiry, dedupe and the handler's start.
+        let now = Instant::now();
+        let complete = match self.assembler.push(&frame, payload, now) {
             Ok(Some(c)) => c,
             Ok(None) => return None,
             Err(e) => {
@@ -789,7 +821,7 @@ impl Session<'_> {
                 return None;
             }
         };
-        let payload = match String::from_utf8(complete.payload) {
+        let payload = match std::str::from_utf8(&complete.payload) {
             Ok(s) => s,
             Err(_) => {
                 let id = complete.message_id;
@@ -799,7 +831,7 @@ impl Session<'_> {
                 return None;
             }
         };
-        let meta = match envelope_meta(&payload) {
+        let meta = match envelope_meta(payload) {
             Ok(m) => m,
             Err(e) => {
                 let id = complete.message_id;
@@ -818,24 +850,28 @@ impl Session<'_> {
         let ack = AckTemplate::new(&frame);
         let event = InboundEvent {
             payload,
-            trace_id: frame.header(header_key::TRACE_ID).map(str::to_string),
+            trace_id: frame.header(header_key::TRACE_ID),
             message_id: complete.message_id,
-            event_type: meta.event_type,
-            event_id: meta.event_id,
+            event_type: meta.event_type.as_deref(),
+            event_id: meta.event_id.as_deref(),
             received_at_ms,
         };
-        self.dispatch(event, ack)
+        self.dispatch(event, ack, now)
     }
 
     /// Decides what one event needs — a handler call, a remembered result, or a wait for
     /// the same event in flight — and starts it. Handlers are called right here, so in
     /// arrival order.
-    fn dispatch(&mut self, event: InboundEvent, ack: AckTemplate) -> Option<ReadyAck> {
-        let started = Instant::now();
+    fn dispatch(
+        &mut self,
+        event: InboundEvent<'_>,
+        ack: AckTemplate,
+        started: Instant,
+    ) -> Option<ReadyAck> {
         let token = self.inflight.next_token;
         self.inflight.next_token += 1;
         let mut guard = None;
-        if let (Some(d), Some(key)) = (self.ctx.dedupe, event.event_id.as_deref()) {
+        if let (Some(d), Some(key)) = (self.ctx.dedupe, event.event_id) {
             match d.begin(key, started) {
                 Begin::Done(v) => {
                     Counters::bump(&self.ctx.status.counters.duplicates);
@@ -846,8 +882,9 @@ impl Session<'_> {
                     });
                 }
                 Begin::Wait(h) => {
-                    let event_type = event.event_type.clone();
+                    let event_type = self.event_types.get(event.event_type);
                     self.track(token, ack, None, started, event_type);
+                    let event = event.to_owned();
                     let tx = self.inflight.tx.clone();
                     let handler = self.ctx.handler.clone();
                     let status = self.ctx.status.clone();
@@ -863,7 +900,7 @@ impl Session<'_> {
                 Begin::Run(g) => guard = Some(g),
             }
         }
-        let event_type = event.event_type.clone();
+        let event_type = self.event_types.get(event.event_type);
         self.track(token, ack, guard, started, event_type);
         self.ctx
             .handler
@@ -877,7 +914,7 @@ impl Session<'_> {
         ack: AckTemplate,
         guard: Option<DedupeGuard<AckPayload>>,
         started: Instant,
-        event_type: Option<String>,
+        event_type: Option<Arc<str>>,
     ) {
         self.inflight.pending.insert(
             token,
@@ -897,7 +934,7 @@ impl Session<'_> {
 /// that failed, this delivery may run the handler itself.
 async fn await_first_delivery(
     mut wait: WaitHandle<AckPayload>,
-    event: InboundEvent,
+    event: OwnedEvent,
     dedupe: &Arc<Dedupe<AckPayload>>,
     handler: &Arc<dyn EventHandler>,
     status: &Arc<StatusStore>,
@@ -918,11 +955,11 @@ async fn await_first_delivery(
             Begin::Run(guard) => {
                 let (reply, rx) = Reply::oneshot();
                 let (message_id, event_type) = (event.message_id.clone(), event.event_type.clone());
-                handler.handle(event, reply);
+                handler.handle(event.as_event(), reply);
                 let result = rx.await.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string()));
                 // Concluded here, since the session's entry for this delivery owns no guard.
                 let payload = ack_payload(result, &message_id, event_type.as_deref(), log);
-                settle_dedupe(Some(guard), &payload);
+                settle_dedupe(Some(guard), &payload, Instant::now());
                 return Answer::Known(payload);
             }
         }
@@ -951,11 +988,11 @@ fn ack_payload(
 }
 
 /// Remembers a success for re-deliveries; a failure is never remembered.
-fn settle_dedupe(guard: Option<DedupeGuard<AckPayload>>, payload: &AckPayload) {
+fn settle_dedupe(guard: Option<DedupeGuard<AckPayload>>, payload: &AckPayload, now: Instant) {
     if let Some(guard) = guard {
         match payload {
             AckPayload::Failed => guard.fail(),
-            ok => guard.succeed(ok.clone(), Instant::now()),
+            ok => guard.succeed(ok.clone(), now),
         }
     }
 }
@@ -981,4 +1018,23 @@ where
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_are_shared_and_bounded() {
+        let mut types = EventTypes::default();
+        assert!(types.get(None).is_none());
+        let a = types.get(Some("im.message.receive_v1")).unwrap();
+        let b = types.get(Some("im.message.receive_v1")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one allocation per type");
+        for i in 0..100 {
+            let t = format!("t{i}");
+            assert_eq!(types.get(Some(&t)).as_deref(), Some(t.as_str()));
+        }
+        assert_eq!(types.0.len(), EventTypes::MAX);
+    }
 }

@@ -7,6 +7,7 @@
 //! arrives mid-flight waits for the first one's outcome. Failures are never remembered:
 //! the point of a re-delivery after a failure is to try again.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -68,21 +69,29 @@ struct State<V> {
 impl<V> State<V> {
     /// Forgets the oldest successes while they are expired or above `max_entries`.
     fn sweep(&mut self, now: Instant, cfg: &DedupeConfig) {
-        while let Some((key, generation)) = self.finished.front() {
-            match self.entries.get(&**key) {
-                Some(Entry::Done {
-                    generation: g, at, ..
-                }) if g == generation => {
-                    let expired = now.saturating_duration_since(*at) >= cfg.ttl;
-                    if !(expired || self.done > cfg.max_entries) {
-                        break;
+        // One probe of the map per item (the entry API with the item's own key), not a
+        // lookup and then a removal: at the default 10 000 entries the map outgrows the
+        // cache, and a probe is a cache miss or two.
+        while let Some((key, generation)) = self.finished.pop_front() {
+            match self.entries.entry(key) {
+                MapEntry::Occupied(o) => match o.get() {
+                    Entry::Done {
+                        generation: g, at, ..
+                    } if *g == generation => {
+                        let expired = now.saturating_duration_since(*at) >= cfg.ttl;
+                        if !(expired || self.done > cfg.max_entries) {
+                            // The oldest live success is kept: put it back and stop.
+                            let key = Arc::clone(o.key());
+                            self.finished.push_front((key, generation));
+                            break;
+                        }
+                        o.remove();
+                        self.done -= 1;
                     }
-                    self.entries.remove(&**key);
-                    self.done -= 1;
-                }
-                _ => {}
+                    _ => {}
+                },
+                MapEntry::Vacant(_) => {}
             }
-            self.finished.pop_front();
         }
         // Stale items stuck behind a live one (finish times out of order) would otherwise
         // pile up; compacting when they outnumber the live ones keeps this amortised O(1).
@@ -155,33 +164,38 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
     pub fn begin(&self, key: &str, now: Instant) -> Begin<V> {
         let cfg = &self.shared.cfg;
         let mut state = self.shared.lock();
+        let state = &mut *state;
         state.sweep(now, cfg);
-        match state.entries.get_mut(key) {
-            Some(Entry::InFlight { waiters, .. }) => {
-                let (tx, rx) = oneshot::channel();
-                waiters.push(tx);
-                return Begin::Wait(WaitHandle { outcome: rx });
-            }
-            Some(Entry::Done { value, at, .. }) => {
-                if now.saturating_duration_since(*at) < cfg.ttl {
-                    return Begin::Done(value.clone());
-                }
-                // Expired but not yet swept (it finished out of order): replaced below,
-                // which leaves its `finished` item stale.
-                state.done -= 1;
-            }
-            None => {}
-        }
         let generation = state.next_generation;
-        state.next_generation += 1;
+        let in_flight = || Entry::InFlight {
+            generation,
+            waiters: Vec::new(),
+        };
+        // A new key is the common case and needs its `Arc` anyway: allocated up front, it
+        // lets one probe of the map find or insert.
         let key: Arc<str> = Arc::from(key);
-        state.entries.insert(
-            Arc::clone(&key),
-            Entry::InFlight {
-                generation,
-                waiters: Vec::new(),
+        match state.entries.entry(Arc::clone(&key)) {
+            MapEntry::Occupied(mut o) => match o.get_mut() {
+                Entry::InFlight { waiters, .. } => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    return Begin::Wait(WaitHandle { outcome: rx });
+                }
+                Entry::Done { value, at, .. } => {
+                    if now.saturating_duration_since(*at) < cfg.ttl {
+                        return Begin::Done(value.clone());
+                    }
+                    // Expired but not yet swept (it finished out of order): replaced,
+                    // which leaves its `finished` item stale.
+                    state.done -= 1;
+                    o.insert(in_flight());
+                }
             },
-        );
+            MapEntry::Vacant(v) => {
+                v.insert(in_flight());
+            }
+        }
+        state.next_generation += 1;
         Begin::Run(DedupeGuard {
             shared: Arc::clone(&self.shared),
             key,

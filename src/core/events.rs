@@ -10,19 +10,61 @@ use super::config::LogLevel;
 use super::error::TransportError;
 use super::status::StatusSnapshot;
 
-/// One complete event, reassembled and checked to be UTF-8 JSON.
-#[derive(Debug, Clone)]
-pub struct InboundEvent {
+/// One complete event, reassembled and checked to be UTF-8 JSON, as the handler sees it:
+/// borrowed from the connection's buffers for the duration of [`EventHandler::handle`].
+/// The handler copies what it keeps ([`InboundEvent::to_owned`]); the connection then
+/// allocates nothing per event for it (the JavaScript handler writes these fields
+/// straight into the text it hands over).
+#[derive(Debug, Clone, Copy)]
+pub struct InboundEvent<'a> {
     /// The envelope exactly as Feishu sent it.
+    pub payload: &'a str,
+    pub message_id: &'a str,
+    pub trace_id: Option<&'a str>,
+    /// `header.event_type` (v2) or `event.type` (v1).
+    pub event_type: Option<&'a str>,
+    /// `header.event_id` (v2) or `uuid` (v1).
+    pub event_id: Option<&'a str>,
+    /// ms since the epoch.
+    pub received_at_ms: u64,
+}
+
+impl InboundEvent<'_> {
+    pub fn to_owned(&self) -> OwnedEvent {
+        OwnedEvent {
+            payload: self.payload.to_owned(),
+            message_id: self.message_id.to_owned(),
+            trace_id: self.trace_id.map(str::to_owned),
+            event_type: self.event_type.map(str::to_owned),
+            event_id: self.event_id.map(str::to_owned),
+            received_at_ms: self.received_at_ms,
+        }
+    }
+}
+
+/// An [`InboundEvent`] that outlives the call: a re-delivery waiting for the first
+/// delivery's outcome, or a test's record of what it was handed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedEvent {
     pub payload: String,
     pub message_id: String,
     pub trace_id: Option<String>,
-    /// `header.event_type` (v2) or `event.type` (v1).
     pub event_type: Option<String>,
-    /// `header.event_id` (v2) or `uuid` (v1).
     pub event_id: Option<String>,
-    /// ms since the epoch.
     pub received_at_ms: u64,
+}
+
+impl OwnedEvent {
+    pub fn as_event(&self) -> InboundEvent<'_> {
+        InboundEvent {
+            payload: &self.payload,
+            message_id: &self.message_id,
+            trace_id: self.trace_id.as_deref(),
+            event_type: self.event_type.as_deref(),
+            event_id: self.event_id.as_deref(),
+            received_at_ms: self.received_at_ms,
+        }
+    }
 }
 
 /// The handler's verdict: `Ok(Some(json))` becomes the ack's base64 `data`, `Ok(None)` a
@@ -35,7 +77,7 @@ pub type HandlerResult = Result<Option<String>, String>;
 /// a boxed future, a channel and a timer per event: the answer goes straight into the
 /// session's queue, which writes the ack.
 pub trait EventHandler: Send + Sync + 'static {
-    fn handle(&self, event: InboundEvent, reply: Reply);
+    fn handle(&self, event: InboundEvent<'_>, reply: Reply);
 
     /// The connection is about to hand over every message it has already read (up to a
     /// burst): a handler may hold the events of the burst and pass them on together at

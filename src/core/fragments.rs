@@ -5,6 +5,7 @@
 //! long a partial may wait for its missing pieces. A frame that breaks a rule is rejected
 //! with a [`FragmentError`] and never acked, so Feishu re-delivers the whole message.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -47,10 +48,12 @@ pub const MAX_FRAGMENTS_CEILING: u32 = 65_536;
 
 /// A message whose every fragment has arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Complete {
-    pub message_id: String,
-    /// The fragments' payloads concatenated in `seq` order.
-    pub payload: Vec<u8>,
+pub struct Complete<'a> {
+    /// The `message_id` header of the frame that completed it.
+    pub message_id: &'a str,
+    /// The fragments' payloads concatenated in `seq` order; a whole message's is the
+    /// frame's own, borrowed.
+    pub payload: Cow<'a, [u8]>,
 }
 
 /// Why a data frame was not accepted. No variant carries payload bytes, so an error can be
@@ -226,14 +229,14 @@ impl Assembler {
     /// message is dropped as well, and a later fragment of it starts a new partial that
     /// expires unless the whole message is re-delivered.
     ///
-    /// `payload` is the frame's payload, handed over (taken out of the frame): a whole
-    /// message is passed on and a fragment is buffered without a copy.
-    pub fn push(
+    /// `payload` is the frame's payload: a whole message (the usual case) is passed on
+    /// as it is, borrowed, and only a fragment is copied, into its buffer.
+    pub fn push<'a>(
         &mut self,
-        frame: &impl Headers,
-        payload: Vec<u8>,
+        frame: &'a impl Headers,
+        payload: &'a [u8],
         now: Instant,
-    ) -> Result<Option<Complete>, FragmentError> {
+    ) -> Result<Option<Complete<'a>>, FragmentError> {
         let message_id = match frame.header(header_key::MESSAGE_ID) {
             Some(id) if !id.is_empty() => id,
             _ => return Err(FragmentError::MissingMessageId),
@@ -250,8 +253,8 @@ impl Assembler {
                 }
             }
             return Ok(Some(Complete {
-                message_id: message_id.to_owned(),
-                payload,
+                message_id,
+                payload: Cow::Borrowed(payload),
             }));
         }
 
@@ -292,7 +295,7 @@ impl Assembler {
         if slot.is_none() {
             partial.received += 1;
         }
-        partial.slots[seq as usize] = Some(payload);
+        partial.slots[seq as usize] = Some(payload.to_vec());
         partial.bytes = message_bytes;
         self.buffered = others + message_bytes;
 
@@ -308,8 +311,8 @@ impl Assembler {
             joined.extend_from_slice(&slot);
         }
         Ok(Some(Complete {
-            message_id: message_id.to_owned(),
-            payload: joined,
+            message_id,
+            payload: Cow::Owned(joined),
         }))
     }
 
@@ -318,9 +321,9 @@ impl Assembler {
         message_id: &str,
         sum: u32,
         seq: u32,
-        payload: Vec<u8>,
+        payload: &[u8],
         now: Instant,
-    ) -> Result<Option<Complete>, FragmentError> {
+    ) -> Result<Option<Complete<'static>>, FragmentError> {
         let max_bytes = self.limits.max_buffered_bytes;
         if payload.len() > max_bytes {
             return Err(FragmentError::MessageTooLarge {
@@ -347,7 +350,7 @@ impl Assembler {
         }
         let bytes = payload.len();
         let mut slots = vec![None; sum as usize];
-        slots[seq as usize] = Some(payload);
+        slots[seq as usize] = Some(payload.to_vec());
         self.partials.insert(
             message_id.to_owned(),
             Partial {
@@ -408,14 +411,25 @@ mod tests {
     use super::*;
     use crate::core::frame::{Frame, Header, METHOD_DATA};
 
+    /// [`Complete`], owned, so a test can keep it past its frame.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Done {
+        message_id: String,
+        payload: Vec<u8>,
+    }
+
     impl Assembler {
-        /// [`Assembler::push`] with a copy of the frame's own payload.
+        /// [`Assembler::push`] of the frame's own payload.
         fn push_frame(
             &mut self,
             frame: &Frame,
             now: Instant,
-        ) -> Result<Option<Complete>, FragmentError> {
-            self.push(frame, frame.payload.clone().unwrap_or_default(), now)
+        ) -> Result<Option<Done>, FragmentError> {
+            let payload = frame.payload.as_deref().unwrap_or_default();
+            Ok(self.push(frame, payload, now)?.map(|c| Done {
+                message_id: c.message_id.to_owned(),
+                payload: c.payload.into_owned(),
+            }))
         }
     }
     use proptest::prelude::*;
@@ -850,7 +864,7 @@ mod tests {
 
     /// A message split into `parts`, delivered in `order` (indices into `parts`, which
     /// may repeat and must cover every index).
-    fn deliver(a: &mut Assembler, id: &str, parts: &[Vec<u8>], order: &[usize]) -> Vec<Complete> {
+    fn deliver(a: &mut Assembler, id: &str, parts: &[Vec<u8>], order: &[usize]) -> Vec<Done> {
         let now = Instant::now();
         let sum = parts.len() as u32;
         let mut done = Vec::new();

@@ -173,10 +173,13 @@ pub enum AckPayload {
 }
 
 impl AckPayload {
+    pub const OK_JSON: &'static [u8] = br#"{"code":200}"#;
+    pub const FAILED_JSON: &'static [u8] = br#"{"code":500}"#;
+
     pub fn to_json(&self) -> Vec<u8> {
         match self {
-            AckPayload::Ok => br#"{"code":200}"#.to_vec(),
-            AckPayload::Failed => br#"{"code":500}"#.to_vec(),
+            AckPayload::Ok => AckPayload::OK_JSON.to_vec(),
+            AckPayload::Failed => AckPayload::FAILED_JSON.to_vec(),
             AckPayload::OkWithData(json) => {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(json);
                 let mut out = Vec::with_capacity(b64.len() + 24);

@@ -1,47 +1,35 @@
-//! The hot path's form of a received frame: [`FrameView`] decodes with prost like
-//! [`Frame`], but its header keys and values and its payload are slices of the received
-//! message instead of fresh `String`s and `Vec`s (a data frame carries five headers: ten
-//! allocations saved per event). [`AckTemplate`] keeps what an ack echoes in one small
-//! buffer, so a frame waiting for its handler pins neither the socket's read buffer nor
-//! a vector of headers.
+//! The hot path's form of a received frame: [`FrameView`] reads the same fields as
+//! [`Frame`], by the same rules as prost, but its header keys and values and its payload
+//! are slices of the received message: no `String`, `Vec` or reference-counted `Bytes`
+//! per field (a data frame carries five or six headers; slicing each as `Bytes` cost two
+//! atomic operations, and allocating each as a `String`, a `malloc` and a `free`).
+//! [`AckTemplate`] keeps what an ack echoes in one small buffer, so a frame waiting for
+//! its handler pins neither the socket's read buffer nor a vector of headers.
 
-use bytes::Bytes;
-use prost::encoding::{self as enc};
-use prost::Message;
+use prost::encoding::encoded_len_varint;
+use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
 
 use super::frame::{header_key, AckPayload, DecodeError, Frame};
 
-/// [`super::frame::Header`] with borrowed bytes. The wire format of `string` and `bytes`
-/// is the same; UTF-8 is checked after decoding (see [`FrameView::decode`]).
-#[derive(Clone, PartialEq, Message)]
-pub struct HeaderView {
-    #[prost(bytes = "bytes", tag = "1")]
-    pub key: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
+/// [`super::frame::Header`], borrowed; both are checked to be UTF-8 as they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeaderView<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
 }
 
-/// [`Frame`] with borrowed bytes: the same tags, types and presence rules.
-#[derive(Clone, PartialEq, Message)]
-pub struct FrameView {
-    #[prost(uint64, required, tag = "1")]
+/// [`Frame`], borrowed from the message it was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FrameView<'a> {
     pub seq_id: u64,
-    #[prost(uint64, required, tag = "2")]
     pub log_id: u64,
-    #[prost(int32, required, tag = "3")]
     pub service: i32,
-    #[prost(int32, required, tag = "4")]
     pub method: i32,
-    #[prost(message, repeated, tag = "5")]
-    pub headers: Vec<HeaderView>,
-    #[prost(bytes = "bytes", optional, tag = "6")]
-    pub payload_encoding: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "7")]
-    pub payload_type: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "8")]
-    pub payload: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "9")]
-    pub log_id_new: Option<Bytes>,
+    pub headers: Vec<HeaderView<'a>>,
+    pub payload_encoding: Option<&'a [u8]>,
+    pub payload_type: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub log_id_new: Option<&'a [u8]>,
 }
 
 /// Looks up headers by key: both frame forms answer it, so the fragment assembler works
@@ -57,42 +45,166 @@ impl Headers for Frame {
     }
 }
 
-impl Headers for FrameView {
+impl Headers for FrameView<'_> {
     fn header(&self, key: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|h| h.key == key.as_bytes())
             // Checked to be UTF-8 by `decode`.
-            .map(|h| std::str::from_utf8(&h.value).unwrap_or(""))
+            .map(|h| std::str::from_utf8(h.value).unwrap_or(""))
     }
 }
 
-impl FrameView {
+/// prost's nesting limit (`prost::RECURSION_LIMIT`), which bounds groups in unknown fields.
+const RECURSION_LIMIT: u32 = 100;
+
+impl<'a> FrameView<'a> {
     /// Decodes one WebSocket message without copying it. Accepts and rejects exactly
-    /// what [`Frame::decode_bytes`] does, with the same error: the decoders are the same
-    /// prost code, and the one difference, UTF-8 in the string fields, is checked here
-    /// (and any failure is re-decoded by `Frame` for its message).
-    pub fn decode(bytes: Bytes) -> Result<FrameView, DecodeError> {
-        let strings_ok = |v: &FrameView| {
-            let utf8 = |b: &Bytes| std::str::from_utf8(b).is_ok();
-            v.headers.iter().all(|h| utf8(&h.key) && utf8(&h.value))
-                && [&v.payload_encoding, &v.payload_type, &v.log_id_new]
-                    .into_iter()
-                    .flatten()
-                    .all(utf8)
-        };
-        match <FrameView as Message>::decode(bytes.clone()) {
-            Ok(v) if strings_ok(&v) => Ok(v),
-            _ => Err(Frame::decode_bytes(&bytes)
+    /// what [`Frame::decode_bytes`] does (a property test holds the two together), with
+    /// the same error: any failure is decoded again by `Frame` for its message.
+    pub fn decode(bytes: &'a [u8]) -> Result<FrameView<'a>, DecodeError> {
+        match FrameView::read(bytes) {
+            Some(v) => Ok(v),
+            _ => Err(Frame::decode_bytes(bytes)
                 .err()
                 .unwrap_or_else(|| DecodeError("undecodable frame".into()))),
         }
+    }
+
+    /// prost's rules for `pbbp2.Frame`, on a slice: the last of a repeated scalar wins,
+    /// headers accumulate, unknown fields are skipped, a wrong wire type, a length past
+    /// the end or a `string` field (any occurrence) that is not UTF-8 fails. `None`
+    /// wherever prost fails.
+    fn read(mut buf: &'a [u8]) -> Option<FrameView<'a>> {
+        let mut v = FrameView {
+            headers: Vec::with_capacity(8),
+            ..FrameView::default()
+        };
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf).ok()?;
+            match tag {
+                1 => v.seq_id = varint(wire_type, &mut buf)?,
+                2 => v.log_id = varint(wire_type, &mut buf)?,
+                // prost reads an int32 as a varint truncated to 32 bits.
+                3 => v.service = varint(wire_type, &mut buf)? as i32,
+                4 => v.method = varint(wire_type, &mut buf)? as i32,
+                5 => v
+                    .headers
+                    .push(read_header(delimited(wire_type, &mut buf)?)?),
+                // `string` fields: prost checks every occurrence, not only the last.
+                6 => v.payload_encoding = Some(utf8(delimited(wire_type, &mut buf)?)?),
+                7 => v.payload_type = Some(utf8(delimited(wire_type, &mut buf)?)?),
+                8 => v.payload = Some(delimited(wire_type, &mut buf)?),
+                9 => v.log_id_new = Some(utf8(delimited(wire_type, &mut buf)?)?),
+                _ => skip(wire_type, tag, &mut buf, RECURSION_LIMIT)?,
+            }
+        }
+        Some(v)
     }
 
     /// The `type` header, or "" when absent.
     pub fn frame_type(&self) -> &str {
         self.header(header_key::TYPE).unwrap_or("")
     }
+}
+
+/// A nested `pbbp2.Header`: prost decodes it one nesting level down.
+fn read_header(mut buf: &[u8]) -> Option<HeaderView<'_>> {
+    let mut h = HeaderView::default();
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        match tag {
+            1 => h.key = utf8(delimited(wire_type, &mut buf)?)?,
+            2 => h.value = utf8(delimited(wire_type, &mut buf)?)?,
+            _ => skip(wire_type, tag, &mut buf, RECURSION_LIMIT - 1)?,
+        }
+    }
+    Some(h)
+}
+
+fn utf8(b: &[u8]) -> Option<&[u8]> {
+    std::str::from_utf8(b).ok().map(|_| b)
+}
+
+fn varint(wire_type: WireType, buf: &mut &[u8]) -> Option<u64> {
+    if wire_type != WireType::Varint {
+        return None;
+    }
+    decode_varint(buf).ok()
+}
+
+/// A length-delimited field's bytes.
+fn delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    if wire_type != WireType::LengthDelimited {
+        return None;
+    }
+    take(decode_varint(buf).ok()?, buf)
+}
+
+fn take<'a>(len: u64, buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    if len > buf.len() as u64 {
+        return None;
+    }
+    let (field, rest) = buf.split_at(len as usize);
+    *buf = rest;
+    Some(field)
+}
+
+/// `prost::encoding::skip_field` with its nesting budget (its `DecodeContext` cannot be
+/// made one level down from outside prost).
+fn skip(wire_type: WireType, tag: u32, buf: &mut &[u8], budget: u32) -> Option<()> {
+    if budget == 0 {
+        return None;
+    }
+    let len = match wire_type {
+        WireType::Varint => decode_varint(buf).map(|_| 0).ok()?,
+        WireType::ThirtyTwoBit => 4,
+        WireType::SixtyFourBit => 8,
+        WireType::LengthDelimited => decode_varint(buf).ok()?,
+        WireType::StartGroup => loop {
+            let (inner_tag, inner_type) = decode_key(buf).ok()?;
+            if inner_type == WireType::EndGroup {
+                if inner_tag != tag {
+                    return None;
+                }
+                break 0;
+            }
+            skip(inner_type, inner_tag, buf, budget - 1)?;
+        },
+        WireType::EndGroup => return None,
+    };
+    take(len, buf).map(|_| ())
+}
+
+/// Writes a `bytes`/`string` field as prost does: omitted when empty (proto3 default).
+fn put_bytes(tag: u32, value: &[u8], out: &mut Vec<u8>) {
+    if value.is_empty() {
+        return;
+    }
+    put_field(tag, value, out);
+}
+
+/// Writes a length-delimited field, empty or not (an `optional` one is written when set).
+fn put_field(tag: u32, value: &[u8], out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value);
+}
+
+fn field_len(value: &[u8]) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        1 + encoded_len_varint(value.len() as u64) + value.len()
+    }
+}
+
+/// Writes header `key: value` as field 5 of a frame.
+fn put_header(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    encode_key(5, WireType::LengthDelimited, out);
+    encode_varint((field_len(key) + field_len(value)) as u64, out);
+    put_bytes(1, key, out);
+    put_bytes(2, value, out);
 }
 
 /// What an ack echoes of the frame that completed a message, encoded once: the fields
@@ -111,7 +223,7 @@ pub struct AckTemplate {
 }
 
 impl AckTemplate {
-    pub fn new(frame: &FrameView) -> AckTemplate {
+    pub fn new(frame: &FrameView<'_>) -> AckTemplate {
         // Room for the fixed fields and every header (tag and length bytes included).
         let headers: usize = frame
             .headers
@@ -119,31 +231,37 @@ impl AckTemplate {
             .map(|h| h.key.len() + h.value.len() + 8)
             .sum();
         let mut bytes = Vec::with_capacity(headers + 48);
-        enc::uint64::encode(1, &frame.seq_id, &mut bytes);
-        enc::uint64::encode(2, &frame.log_id, &mut bytes);
-        enc::int32::encode(3, &frame.service, &mut bytes);
-        enc::int32::encode(4, &frame.method, &mut bytes);
+        let varint = |tag: u32, v: u64, out: &mut Vec<u8>| {
+            encode_key(tag, WireType::Varint, out);
+            encode_varint(v, out);
+        };
+        // `Frame`'s four `required` fields are always written; prost writes an int32 as
+        // the varint of its sign extension.
+        varint(1, frame.seq_id, &mut bytes);
+        varint(2, frame.log_id, &mut bytes);
+        varint(3, frame.service as i64 as u64, &mut bytes);
+        varint(4, frame.method as i64 as u64, &mut bytes);
         let mut message_id = (0, 0);
         for h in &frame.headers {
             if h.key == header_key::BIZ_RT.as_bytes() {
                 continue;
             }
-            enc::message::encode(5, h, &mut bytes);
+            put_header(h.key, h.value, &mut bytes);
             if h.key == header_key::MESSAGE_ID.as_bytes() && message_id == (0, 0) {
                 // The value is the message's last `len` bytes.
                 message_id = (bytes.len() - h.value.len(), bytes.len());
             }
         }
         let mid = bytes.len();
-        if let Some(v) = &frame.payload_encoding {
-            enc::bytes::encode(6, v, &mut bytes);
+        if let Some(v) = frame.payload_encoding {
+            put_field(6, v, &mut bytes);
         }
-        if let Some(v) = &frame.payload_type {
-            enc::bytes::encode(7, v, &mut bytes);
+        if let Some(v) = frame.payload_type {
+            put_field(7, v, &mut bytes);
         }
         let post = bytes.len();
-        if let Some(v) = &frame.log_id_new {
-            enc::bytes::encode(9, v, &mut bytes);
+        if let Some(v) = frame.log_id_new {
+            put_field(9, v, &mut bytes);
         }
         AckTemplate {
             bytes,
@@ -160,18 +278,39 @@ impl AckTemplate {
 
     /// The ack: these fields, `biz_rt` (handler milliseconds) and the response payload.
     pub fn encode(&self, biz_rt_ms: u64, response: &AckPayload) -> Vec<u8> {
-        let biz_rt = HeaderView {
-            key: Bytes::from_static(header_key::BIZ_RT.as_bytes()),
-            value: Bytes::from(biz_rt_ms.to_string()),
+        let mut digits = [0u8; 20];
+        let biz_rt = decimal(biz_rt_ms, &mut digits);
+        let owned;
+        let payload: &[u8] = match response {
+            AckPayload::Ok => AckPayload::OK_JSON,
+            AckPayload::Failed => AckPayload::FAILED_JSON,
+            other => {
+                owned = other.to_json();
+                &owned
+            }
         };
-        let payload = response.to_json();
         let mut out = Vec::with_capacity(self.bytes.len() + payload.len() + 32);
         out.extend_from_slice(&self.bytes[..self.mid]);
-        enc::message::encode(5, &biz_rt, &mut out);
+        put_header(header_key::BIZ_RT.as_bytes(), biz_rt.as_bytes(), &mut out);
         out.extend_from_slice(&self.bytes[self.mid..self.post]);
-        enc::bytes::encode(8, &payload, &mut out);
+        put_field(8, payload, &mut out);
         out.extend_from_slice(&self.bytes[self.post..]);
         out
+    }
+}
+
+/// `n` in decimal, written into `buf`: per-event numbers (an ack's `biz_rt`, a batch's
+/// `seq`) without the `String` of `to_string` or the formatting machinery of `write!`.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            // Only ASCII digits were written.
+            return std::str::from_utf8(&buf[at..]).unwrap_or("0");
+        }
     }
 }
 
@@ -179,6 +318,7 @@ impl AckTemplate {
 mod tests {
     use super::*;
     use crate::core::frame::{Header, METHOD_DATA};
+    use prost::Message;
 
     fn event_frame() -> Frame {
         let h = |k: &str, v: &str| Header {
@@ -209,19 +349,21 @@ mod tests {
     #[test]
     fn the_view_reads_what_the_frame_reads() {
         let f = event_frame();
-        let v = FrameView::decode(Bytes::from(f.encode_to_vec())).unwrap();
+        let bytes = f.encode_to_vec();
+        let v = FrameView::decode(&bytes).unwrap();
         assert_eq!(v.header("message_id"), Some("m1"));
         assert_eq!(v.header("trace_id"), Some("trace-m1"));
         assert_eq!(v.header("nope"), None);
         assert_eq!(v.frame_type(), "event");
-        assert_eq!(v.payload.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(v.payload, Some(&b"{}"[..]));
         assert_eq!((v.seq_id, v.log_id, v.service, v.method), (5, 6, 77, 1));
     }
 
     #[test]
     fn the_template_encodes_the_acks_of_frame() {
         let f = event_frame();
-        let v = FrameView::decode(Bytes::from(f.encode_to_vec())).unwrap();
+        let bytes = f.encode_to_vec();
+        let v = FrameView::decode(&bytes).unwrap();
         let t = AckTemplate::new(&v);
         assert_eq!(t.message_id(), "m1");
         for (rt, resp) in [
@@ -243,7 +385,80 @@ mod tests {
         let mut bytes = f.encode_to_vec();
         let at = bytes.iter().position(|&b| b == 0xC3).unwrap();
         bytes[at] = 0xFF;
-        let err = FrameView::decode(Bytes::from(bytes.clone())).unwrap_err();
+        let err = FrameView::decode(&bytes).unwrap_err();
         assert_eq!(Some(err), Frame::decode_bytes(&bytes).err());
+    }
+
+    /// Unknown fields holding groups nested `depth` deep: prost's nesting limit is 100 at
+    /// the top level and one less inside a header, and the view must fail exactly where
+    /// `Frame` fails.
+    #[test]
+    fn nested_groups_fail_where_prost_fails() {
+        let groups = |depth: usize| {
+            let mut g = Vec::new();
+            for _ in 0..depth {
+                encode_key(15, WireType::StartGroup, &mut g);
+            }
+            for _ in 0..depth {
+                encode_key(15, WireType::EndGroup, &mut g);
+            }
+            g
+        };
+        let base = event_frame().encode_to_vec();
+        for depth in 97..=102 {
+            let mut top = base.clone();
+            top.extend(groups(depth));
+            let mut inner = groups(depth);
+            put_field(1, b"k", &mut inner);
+            let mut in_header = base.clone();
+            put_field(5, &inner, &mut in_header);
+            for bytes in [top, in_header] {
+                let owned = Frame::decode_bytes(&bytes);
+                let view = FrameView::decode(&bytes);
+                assert_eq!(owned.is_ok(), view.is_ok(), "depth {depth}");
+                assert_eq!(owned.err(), view.err(), "depth {depth}");
+            }
+        }
+        // Both sides of the limit were reached.
+        let mut ok = base.clone();
+        ok.extend(groups(99));
+        assert!(FrameView::decode(&ok).is_ok());
+        let mut too_deep = base;
+        too_deep.extend(groups(101));
+        assert!(FrameView::decode(&too_deep).is_err());
+    }
+
+    /// A field given twice: the last wins, but prost checks every occurrence of a
+    /// `string` field, so an invalid first one fails the frame.
+    #[test]
+    fn every_occurrence_of_a_string_field_is_checked() {
+        let base = event_frame().encode_to_vec();
+        let bad = [0xFFu8, b'x'];
+        let mut header = Vec::new();
+        put_field(1, &bad, &mut header);
+        put_field(1, b"k", &mut header);
+        let mut twice_in_header = base.clone();
+        put_field(5, &header, &mut twice_in_header);
+        let mut twice_at_top = base.clone();
+        put_field(6, &bad, &mut twice_at_top);
+        put_field(6, b"ok", &mut twice_at_top);
+        for bytes in [twice_in_header, twice_at_top] {
+            let owned = Frame::decode_bytes(&bytes);
+            assert!(owned.is_err());
+            assert_eq!(FrameView::decode(&bytes).err(), owned.err());
+        }
+        let mut good_twice = base;
+        put_field(6, b"first", &mut good_twice);
+        put_field(6, b"last", &mut good_twice);
+        let v = FrameView::decode(&good_twice).unwrap();
+        assert_eq!(v.payload_encoding, Some(&b"last"[..]));
+    }
+
+    #[test]
+    fn biz_rt_is_written_in_decimal() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 1234, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string());
+        }
     }
 }
