@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
+
+pub use super::envelope::{envelope_meta, EnvelopeError, EnvelopeMeta};
 
 use super::config::LogLevel;
 use super::error::TransportError;
@@ -162,55 +163,6 @@ pub trait Observer: Send + Sync + 'static {
     fn status(&self, _status: &StatusSnapshot) {}
     /// A log line, already filtered by level, single-line and redacted.
     fn log(&self, _level: LogLevel, _message: &str) {}
-}
-
-/// The envelope fields the transport itself needs (dedupe key, event type).
-pub struct EnvelopeMeta {
-    pub event_type: Option<String>,
-    pub event_id: Option<String>,
-}
-
-/// Reads the dispatch fields without building the JSON tree: unknown fields are skipped
-/// by serde, and `event` is kept as raw text (a slice of the payload) that is parsed only
-/// for a v1 envelope, so a v2 event costs one scan of the payload and no allocation for
-/// its body.
-pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Header {
-        event_type: Option<String>,
-        event_id: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Event {
-        #[serde(rename = "type")]
-        kind: Option<serde_json::Value>,
-    }
-    #[derive(Deserialize)]
-    struct Envelope<'a> {
-        header: Option<Header>,
-        uuid: Option<serde_json::Value>,
-        #[serde(borrow)]
-        event: Option<&'a serde_json::value::RawValue>,
-    }
-    let env: Envelope<'_> = serde_json::from_str(payload)?;
-    let v1_type = || {
-        let ev: Event = serde_json::from_str(env.event?.get()).ok()?;
-        ev.kind?.as_str().map(str::to_string)
-    };
-    let (event_type, event_id) = match &env.header {
-        Some(h) => (h.event_type.clone().or_else(v1_type), h.event_id.clone()),
-        None => (
-            v1_type(),
-            env.uuid
-                .as_ref()
-                .and_then(|u| u.as_str())
-                .map(str::to_string),
-        ),
-    };
-    Ok(EnvelopeMeta {
-        event_type,
-        event_id: event_id.filter(|s| !s.is_empty()),
-    })
 }
 
 #[cfg(test)]

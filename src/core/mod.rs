@@ -5,6 +5,7 @@ pub mod config;
 pub mod connection;
 pub mod dedupe;
 pub mod endpoint;
+pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod fragments;
