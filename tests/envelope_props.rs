@@ -161,7 +161,10 @@ fn departure(s: &str) -> Option<&'static str> {
 
 fn check(s: &str) -> Result<(), TestCaseError> {
     let new = envelope_meta(s)
-        .map(|m| (m.event_type, m.event_id))
+        .map(|m| {
+            let owned = |v: Option<std::borrow::Cow<'_, str>>| v.map(|c| c.into_owned());
+            (owned(m.event_type), owned(m.event_id))
+        })
         .map_err(|e| e.to_string());
     let want = reference(s);
     prop_assert_eq!(

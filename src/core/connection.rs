@@ -836,7 +836,7 @@ impl Session<'_> {
             Err(e) => {
                 let id = complete.message_id;
                 self.drops.note(counters, log, || {
-                    format!("dropped event {id}: its payload is not a JSON object: {e}{tag}")
+                    format!("dropped event {id}: its payload is not a valid envelope (one JSON object): {e}{tag}")
                 });
                 return None;
             }

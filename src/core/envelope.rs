@@ -39,13 +39,15 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// The envelope fields the transport itself needs (dedupe key, event type).
+/// Borrowed from the payload unless a value holds escapes (ids and types never do in
+/// practice), so reading them allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvelopeMeta {
+pub struct EnvelopeMeta<'a> {
     /// `header.event_type` (v2), else the string `event.type` (v1).
-    pub event_type: Option<String>,
+    pub event_type: Option<Cow<'a, str>>,
     /// `header.event_id` (v2) or the string `uuid` (v1, when there is no `header`); an
     /// empty one is `None`.
-    pub event_id: Option<String>,
+    pub event_id: Option<Cow<'a, str>>,
 }
 
 /// Why a payload was refused: what, and at which byte. Never any of the payload itself,
@@ -73,14 +75,14 @@ impl std::error::Error for EnvelopeError {}
 
 /// Reads the dispatch fields of one event payload, which must be exactly one JSON object
 /// (surrounding whitespace allowed). See the module docs for every rule.
-pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta, EnvelopeError> {
+pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta<'_>, EnvelopeError> {
     let p = Payload {
         text: payload,
         b: payload.as_bytes(),
     };
     // Outer `None`: not seen yet (so a second one is a duplicate); inner: its value.
-    let mut header: Option<Option<Header>> = None;
-    let mut uuid: Option<Option<String>> = None;
+    let mut header: Option<Option<Header<'_>>> = None;
+    let mut uuid: Option<Option<Cow<'_, str>>> = None;
     let mut event: Option<Option<Span>> = None;
 
     let mut i = p.ws(0);
@@ -158,9 +160,9 @@ pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta, EnvelopeError> {
 const LONE_SURROGATE: &str = "a string to decode has a lone surrogate escape";
 
 /// The two header fields; `None` for absent or null.
-struct Header {
-    event_type: Option<String>,
-    event_id: Option<String>,
+struct Header<'a> {
+    event_type: Option<Cow<'a, str>>,
+    event_id: Option<Cow<'a, str>>,
 }
 
 /// A string's body (between its quotes, as byte offsets), and whether it has a backslash:
@@ -261,28 +263,24 @@ impl<'a> Payload<'a> {
     /// `header` to any JSON reader.
     #[inline(always)]
     fn name(self, key: Span) -> Result<Cow<'a, str>, ()> {
-        if key.escaped {
-            self.decode(key).map(Cow::Owned)
-        } else {
-            Ok(Cow::Borrowed(&self.text[key.start..key.end]))
-        }
+        self.decode(key)
     }
 
     /// A string value's text, as serde_json decodes a Rust string. `Err(())` only for a
     /// lone surrogate escape: the scan already checked everything else.
-    fn decode(self, s: Span) -> Result<String, ()> {
+    fn decode(self, s: Span) -> Result<Cow<'a, str>, ()> {
         // Quotes are ASCII, so the span's ends are char boundaries.
         let raw = &self.text[s.start..s.end];
         if s.escaped {
-            unescape(raw).ok_or(())
+            unescape(raw).map(Cow::Owned).ok_or(())
         } else {
-            Ok(raw.to_owned())
+            Ok(Cow::Borrowed(raw))
         }
     }
 
     /// The string whose opening quote is at `i`, decoded; a lone surrogate is refused,
     /// as serde_json does for a Rust string.
-    fn decoded_string(self, i: usize) -> Step<(usize, String)> {
+    fn decoded_string(self, i: usize) -> Step<(usize, Cow<'a, str>)> {
         let (end, span) = self.string(i)?;
         let text = self
             .decode(span)
@@ -475,15 +473,15 @@ impl<'a> Payload<'a> {
 
     /// `header`: null (no header), or an object whose `event_type` and `event_id` are
     /// strings or null, each at most once. Other members are skipped.
-    fn header(self, i: usize) -> Step<(usize, Option<Header>)> {
+    fn header(self, i: usize) -> Step<(usize, Option<Header<'a>>)> {
         let mut i = self.ws(i);
         match self.at(i) {
             b'n' => return Ok((self.literal(i, b"null")?, None)),
             b'{' => i = self.ws(i + 1),
             _ => return Err(self.fail("`header` is not an object", i)),
         }
-        let mut event_type: Option<Option<String>> = None;
-        let mut event_id: Option<Option<String>> = None;
+        let mut event_type: Option<Option<Cow<'a, str>>> = None;
+        let mut event_id: Option<Option<Cow<'a, str>>> = None;
         if self.at(i) == b'}' {
             i += 1;
         } else {
@@ -528,7 +526,11 @@ impl<'a> Payload<'a> {
         Ok((i, Some(header)))
     }
 
-    fn string_or_null(self, i: usize, not_a_string: &'static str) -> Step<(usize, Option<String>)> {
+    fn string_or_null(
+        self,
+        i: usize,
+        not_a_string: &'static str,
+    ) -> Step<(usize, Option<Cow<'a, str>>)> {
         let i = self.ws(i);
         match self.at(i) {
             b'"' => self.decoded_string(i).map(|(i, s)| (i, Some(s))),
@@ -770,7 +772,10 @@ mod tests {
 
     fn meta(s: &str) -> (Option<String>, Option<String>) {
         let m = envelope_meta(s).unwrap_or_else(|e| panic!("{s}: {e}"));
-        (m.event_type, m.event_id)
+        (
+            m.event_type.map(Cow::into_owned),
+            m.event_id.map(Cow::into_owned),
+        )
     }
 
     fn some(t: &str, id: &str) -> (Option<String>, Option<String>) {
