@@ -807,8 +807,8 @@ impl Session<'_> {
         let counters = &self.ctx.status.counters;
         let log = self.ctx.log;
         let tag = &self.conn_tag;
-        // The payload moves on (to the handler, or into the fragment buffer); the ack
-        // needs only the headers.
+        // Borrowed from the message: a whole message reaches the handler as it arrived,
+        // and only a fragment is copied (into its buffer).
         let payload = frame.payload.unwrap_or_default();
         // One clock read per frame: fragment expiry, dedupe and the handler's start.
         let now = Instant::now();
