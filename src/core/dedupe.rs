@@ -90,6 +90,9 @@ impl<V> State<V> {
                     }
                     _ => {}
                 },
+                // A stale item of a key since forgotten. (`entry` reserves room for an
+                // insert here, as for any miss: at worst the rehash the next insert
+                // would have done comes one call early.)
                 MapEntry::Vacant(_) => {}
             }
         }

@@ -1,13 +1,14 @@
 //! The hot path's form of a received frame: [`FrameView`] reads the same fields as
 //! [`Frame`], by the same rules as prost, but its header keys and values and its payload
-//! are slices of the received message: no `String`, `Vec` or reference-counted `Bytes`
-//! per field (a data frame carries five or six headers; slicing each as `Bytes` cost two
+//! are slices of the received message: no `String` or reference-counted `Bytes` per
+//! field (a data frame carries five or six headers; slicing each as `Bytes` cost two
 //! atomic operations, and allocating each as a `String`, a `malloc` and a `free`).
 //! [`AckTemplate`] keeps what an ack echoes in one small buffer, so a frame waiting for
 //! its handler pins neither the socket's read buffer nor a vector of headers.
 
-use prost::encoding::encoded_len_varint;
-use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
+use prost::encoding::{
+    decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, WireType,
+};
 
 use super::frame::{header_key, AckPayload, DecodeError, Frame};
 
@@ -191,6 +192,8 @@ fn put_field(tag: u32, value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(value);
 }
 
+/// The encoded length of [`put_bytes`]`(1 or 2, value)`: a one-byte key, the length, the
+/// bytes.
 fn field_len(value: &[u8]) -> usize {
     if value.is_empty() {
         0
