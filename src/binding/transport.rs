@@ -302,8 +302,9 @@ impl EventBridge {
         text.push(',');
         text.push_str(decimal(event.received_at_ms, &mut digits));
         text.push(',');
-        // Checked by the connection to be one JSON object (by serde_json, which is
-        // stricter than JSON.parse), so it splices in as one array element.
+        // Checked by the connection to be one JSON object (`envelope_meta`, exactly as
+        // strict as serde_json and so never looser than JSON.parse), so it splices in as
+        // one array element.
         text.push_str(event.payload);
         text.push(']');
         inbox.claim_call()
