@@ -30,19 +30,23 @@ fn cases(default: u32) -> u32 {
 
 type Meta = (Option<String>, Option<String>);
 
+/// The envelope's `header` as the serde-derive reader took it (both readers below).
+#[derive(Deserialize)]
+struct Header {
+    event_type: Option<String>,
+    event_id: Option<String>,
+}
+
+/// A v1 `event`, for its `type` (both readers below).
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: Option<serde_json::Value>,
+}
+
 /// The implementation before the scanner, copied verbatim (only the return type is
-/// flattened to a pair and the error to a string).
+/// flattened to a pair and the error to a string; `Header` and `Event` are shared).
 fn old_envelope_meta(payload: &str) -> Result<Meta, String> {
-    #[derive(Deserialize)]
-    struct Header {
-        event_type: Option<String>,
-        event_id: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Event {
-        #[serde(rename = "type")]
-        kind: Option<serde_json::Value>,
-    }
     #[derive(Deserialize)]
     struct Envelope<'a> {
         header: Option<Header>,
@@ -73,16 +77,6 @@ fn old_envelope_meta(payload: &str) -> Result<Meta, String> {
 /// surrogates in decoded strings, the second parse of `event` failing quietly) is the
 /// old code as it was.
 fn reference(payload: &str) -> Result<Meta, String> {
-    #[derive(Deserialize)]
-    struct Header {
-        event_type: Option<String>,
-        event_id: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Event {
-        #[serde(rename = "type")]
-        kind: Option<serde_json::Value>,
-    }
     #[derive(Deserialize)]
     struct Envelope<'a> {
         // CHANGED (2): kept raw so that only an object (or null) is read as the header;

@@ -92,6 +92,15 @@ impl TestObserver {
     fn error_codes(&self) -> Vec<ErrorCode> {
         self.errors.lock().unwrap().iter().map(|e| e.code).collect()
     }
+
+    /// Whether a line at `level` containing `text` was logged.
+    fn logged(&self, level: LogLevel, text: &str) -> bool {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(l, m)| *l == level && m.contains(text))
+    }
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -251,13 +260,7 @@ async fn a_failed_handler_acks_500_and_the_redelivery_is_handled() {
         2
     );
     assert_eq!(handler.calls(), 2);
-    assert!(r
-        .observer
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|(l, m)| *l == LogLevel::Error && m.contains("boom")));
+    assert!(r.observer.logged(LogLevel::Error, "boom"));
     r.stop().await.unwrap();
     em.close().await;
 }
@@ -804,14 +807,10 @@ async fn a_reply_dropped_unanswered_acks_500_and_the_redelivery_is_handled() {
         .unwrap();
     assert_eq!(second.delivery, 2);
     assert_eq!(handler.calls.load(Ordering::SeqCst), 2);
-    assert!(r
-        .observer
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|(l, m)| *l == LogLevel::Error
-            && m.contains(feishu_transport::core::events::REPLY_DROPPED)));
+    assert!(r.observer.logged(
+        LogLevel::Error,
+        feishu_transport::core::events::REPLY_DROPPED
+    ));
     r.stop().await.unwrap();
     em.close().await;
 }

@@ -97,7 +97,7 @@ pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta<'_>, EnvelopeError> {
             let key;
             (i, key) = p.key_colon(i)?;
             let name = p
-                .name(key)
+                .decode(key)
                 .map_err(|()| p.fail(LONE_SURROGATE, key.quote()))?;
             match name.as_ref() {
                 "header" => {
@@ -258,16 +258,12 @@ impl<'a> Payload<'a> {
         Ok((i + 1, key))
     }
 
-    /// A key's text, for comparing with the names this module looks for. Nearly every key
-    /// is plain and borrowed; one with escapes is decoded, since `"head\u0065r"` is still
-    /// `header` to any JSON reader.
+    /// A string's text (a value, or a key to compare with the names this module looks
+    /// for), as serde_json decodes a Rust string: borrowed when plain, as nearly every
+    /// one is; decoded when it has escapes, since `"head\u0065r"` is still `header` to
+    /// any JSON reader. `Err(())` only for a lone surrogate escape: the scan already
+    /// checked everything else.
     #[inline(always)]
-    fn name(self, key: Span) -> Result<Cow<'a, str>, ()> {
-        self.decode(key)
-    }
-
-    /// A string value's text, as serde_json decodes a Rust string. `Err(())` only for a
-    /// lone surrogate escape: the scan already checked everything else.
     fn decode(self, s: Span) -> Result<Cow<'a, str>, ()> {
         // Quotes are ASCII, so the span's ends are char boundaries.
         let raw = &self.text[s.start..s.end];
@@ -489,7 +485,7 @@ impl<'a> Payload<'a> {
                 let key;
                 (i, key) = self.key_colon(i)?;
                 let name = self
-                    .name(key)
+                    .decode(key)
                     .map_err(|()| self.fail(LONE_SURROGATE, key.quote()))?;
                 match name.as_ref() {
                     "event_type" => {
@@ -558,7 +554,7 @@ impl<'a> Payload<'a> {
         loop {
             let key;
             (i, key) = self.key_colon(i)?;
-            match self.name(key).as_deref() {
+            match self.decode(key).as_deref() {
                 Ok("type") => {
                     spoilt |= kind.is_some();
                     i = self.ws(i);

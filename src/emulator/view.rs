@@ -1,79 +1,18 @@
 //! A zero-copy reading of the frames clients send (pings and acks).
 //!
 //! Decoding an ack into `core::frame::Frame` allocates a string for every header key and
-//! value; at 100 000 acks per second that was most of the emulator's reading cost. This
-//! view declares the same pbbp2 fields (PROTOCOL.md §4) with `Bytes` for headers and
-//! payload, so prost slices them out of the received message instead of copying. A unit
-//! test checks that it reads exactly what `Frame` encodes and rejects what `Frame`
-//! rejects, so the two cannot drift apart unnoticed.
-//!
-//! The frames clients actually send are read by [`scan`] instead, without prost and
-//! without allocating; the view is its fallback for every other shape (and the source of
-//! the error message of a bad frame).
+//! value; at 100 000 acks per second that was most of the emulator's reading cost. The
+//! frames clients actually send are read by [`scan`], without prost and without
+//! allocating; every other shape goes through the core's [`FrameView`], which reads
+//! exactly what `Frame` reads (a property test holds the two together) and words the
+//! error of a bad frame.
 
 use std::ops::Range;
 
 use bytes::Bytes;
 
 use crate::core::frame::{header_key, DecodeError};
-
-/// `pbbp2.Frame` with borrowed headers and payload.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct FrameView {
-    #[prost(uint64, tag = "1")]
-    pub(crate) seq_id: u64,
-    #[prost(uint64, tag = "2")]
-    pub(crate) log_id: u64,
-    #[prost(int32, tag = "3")]
-    pub(crate) service: i32,
-    #[prost(int32, tag = "4")]
-    pub(crate) method: i32,
-    #[prost(message, repeated, tag = "5")]
-    pub(crate) headers: Vec<HeaderView>,
-    // 6, 7 and 9 are strings nobody reads; declared so that they are UTF-8-checked as
-    // `Frame` checks them (they are absent from real acks, so this costs nothing).
-    #[prost(string, optional, tag = "6")]
-    payload_encoding: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    payload_type: Option<String>,
-    #[prost(bytes = "bytes", optional, tag = "8")]
-    pub(crate) payload: Option<Bytes>,
-    #[prost(string, optional, tag = "9")]
-    log_id_new: Option<String>,
-}
-
-/// `pbbp2.Header` with borrowed key and value.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct HeaderView {
-    #[prost(bytes = "bytes", tag = "1")]
-    pub(crate) key: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub(crate) value: Bytes,
-}
-
-impl FrameView {
-    /// Decodes a received message. Errors where `Frame::decode_bytes` errors, including
-    /// header strings that are not UTF-8.
-    pub(crate) fn decode_bytes(bytes: Bytes) -> Result<FrameView, DecodeError> {
-        use prost::Message as _;
-        let view = FrameView::decode(bytes).map_err(|e| DecodeError(e.to_string()))?;
-        for h in &view.headers {
-            if std::str::from_utf8(&h.key).is_err() || std::str::from_utf8(&h.value).is_err() {
-                return Err(DecodeError("header is not UTF-8".into()));
-            }
-        }
-        Ok(view)
-    }
-
-    /// The first value of header `key` (validated UTF-8 by `decode_bytes`).
-    #[cfg(test)]
-    pub(crate) fn header(&self, key: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.key == key.as_bytes())
-            .and_then(|h| std::str::from_utf8(&h.value).ok())
-    }
-}
+use crate::core::frame_view::FrameView;
 
 /// What the emulator reads from a client's frame: the fields, and the first `type`,
 /// `message_id` and `biz_rt` headers.
@@ -92,8 +31,8 @@ pub(crate) struct ReadFields {
 
 impl ReadFields {
     /// Reads a received message: by [`scan`] when the frame is of the plain shape every
-    /// client sends, else through [`FrameView::decode_bytes`], which also words the
-    /// error of a bad frame.
+    /// client sends, else through [`FrameView`], which also words the error of a bad
+    /// frame.
     pub(crate) fn read(bytes: &Bytes) -> Result<ReadFields, DecodeError> {
         match scan(bytes) {
             Some(f) => Ok(f),
@@ -101,13 +40,14 @@ impl ReadFields {
         }
     }
 
+    /// By the core's decoder (prost's rules), its slices taken as `Bytes` of `bytes`.
     fn by_prost(bytes: &Bytes) -> Result<ReadFields, DecodeError> {
-        let view = FrameView::decode_bytes(bytes.clone())?;
+        let view = FrameView::decode(bytes)?;
         let first = |key: &str| {
             view.headers
                 .iter()
                 .find(|h| h.key == key.as_bytes())
-                .map(|h| h.value.clone())
+                .map(|h| bytes.slice_ref(h.value))
         };
         Ok(ReadFields {
             seq_id: view.seq_id,
@@ -117,7 +57,7 @@ impl ReadFields {
             kind: first(header_key::TYPE),
             message_id: first(header_key::MESSAGE_ID),
             biz_rt: first(header_key::BIZ_RT),
-            payload: view.payload.clone().unwrap_or_default(),
+            payload: view.payload.map_or_else(Bytes::new, |p| bytes.slice_ref(p)),
         })
     }
 }
@@ -155,8 +95,9 @@ fn delimited(buf: &[u8], pos: &mut usize) -> Option<Range<usize>> {
 }
 
 /// Reads a frame without prost and without allocating: acks and pings arrive at 100 000
-/// a second, and decoding each into a `FrameView` (a vector of headers, two reference
-/// counts per header) was a tenth of the emulator's CPU. Only the plain shape is taken
+/// a second, and decoding each into a view of the frame (then prost with `Bytes` fields:
+/// a vector of headers, two reference counts per header) was a tenth of the emulator's
+/// CPU. Only the plain shape is taken
 /// — fields 1–5 and 8 with their own wire types, headers of fields 1 and 2, varints of
 /// at most 9 bytes, every length in bounds, UTF-8 header strings — and read as prost
 /// reads it (the last of a repeated scalar wins, a header's key and value too); anything
@@ -268,29 +209,18 @@ mod tests {
     fn reads_what_the_codec_writes() {
         for frame in [sample(), Frame::ping(33554678), Frame::default()] {
             let bytes = Bytes::from(frame.encode_to_vec());
-            let view = FrameView::decode_bytes(bytes).unwrap();
+            let read = ReadFields::read(&bytes).unwrap();
             assert_eq!(
-                (view.seq_id, view.log_id, view.service, view.method),
+                (read.seq_id, read.log_id, read.service, read.method),
                 (frame.seq_id, frame.log_id, frame.service, frame.method)
             );
-            let headers: Vec<(String, String)> = view
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        String::from_utf8(h.key.to_vec()).unwrap(),
-                        String::from_utf8(h.value.to_vec()).unwrap(),
-                    )
-                })
-                .collect();
-            let expected: Vec<(String, String)> = frame
-                .headers
-                .iter()
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect();
-            assert_eq!(headers, expected);
-            assert_eq!(view.payload.as_deref(), frame.payload.as_deref());
-            assert_eq!(view.header("message_id"), frame.header("message_id"));
+            assert_eq!(text(&read.kind), frame.header("type"));
+            assert_eq!(text(&read.message_id), frame.header("message_id"));
+            assert_eq!(text(&read.biz_rt), frame.header("biz_rt"));
+            assert_eq!(
+                &read.payload[..],
+                frame.payload.as_deref().unwrap_or_default()
+            );
         }
     }
 
@@ -361,15 +291,15 @@ mod tests {
     fn rejects_what_the_codec_rejects() {
         let good = sample().encode_to_vec();
         for cut in 1..good.len() {
-            let ours = FrameView::decode_bytes(Bytes::copy_from_slice(&good[..cut])).is_ok();
+            let ours = ReadFields::read(&Bytes::copy_from_slice(&good[..cut])).is_ok();
             let codec = Frame::decode_bytes(&good[..cut]).is_ok();
             assert_eq!(ours, codec, "prefix of {cut} bytes");
         }
         // a header value that is not UTF-8: field 5 { key "k", value 0xff }
         let bad = [0x2a, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, 0xff];
         assert!(Frame::decode_bytes(&bad).is_err());
-        assert!(FrameView::decode_bytes(Bytes::copy_from_slice(&bad)).is_err());
+        assert!(ReadFields::read(&Bytes::copy_from_slice(&bad)).is_err());
         // wrong wire type for field 1
-        assert!(FrameView::decode_bytes(Bytes::from_static(&[0x0a, 0x01, 0x00])).is_err());
+        assert!(ReadFields::read(&Bytes::from_static(&[0x0a, 0x01, 0x00])).is_err());
     }
 }
