@@ -357,10 +357,8 @@ impl EventBridge {
                 }
             }
         }
-        // Sent outside the lock: each send may wake the connection's task.
-        for reply in ready {
-            reply.send(Ok(None));
-        }
+        // Sent outside the lock, as one message per session: a send may wake its task.
+        Reply::send_all_ok(ready);
     }
 
     fn fail_range(&self, range: Option<(u64, u64)>, reason: &str) {

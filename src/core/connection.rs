@@ -236,6 +236,29 @@ pub(crate) enum Answer {
     Known(AckPayload),
 }
 
+/// What a session's answer queue carries.
+pub(crate) enum Settled {
+    /// One event's answer, by token.
+    One(u64, Answer),
+    /// Events whose handlers all returned nothing (bare 200s), answered together
+    /// ([`Reply::send_all_ok`]).
+    Ok(Vec<u64>),
+}
+
+impl Settled {
+    /// The answers, one per event, in the order they were given.
+    fn into_answers(self) -> impl Iterator<Item = (u64, Answer)> {
+        let (one, many) = match self {
+            Settled::One(token, answer) => (Some((token, answer)), Vec::new()),
+            Settled::Ok(tokens) => (None, tokens),
+        };
+        one.into_iter().chain(
+            many.into_iter()
+                .map(|token| (token, Answer::Handler(Ok(None)))),
+        )
+    }
+}
+
 /// One event whose handler has not answered yet.
 struct Pending {
     /// What the ack echoes of the frame that completed the message.
@@ -273,7 +296,7 @@ struct InFlight {
     pending: SeqMap<Pending>,
     next_token: u64,
     tx: ReplySender,
-    rx: mpsc::UnboundedReceiver<(u64, Answer)>,
+    rx: mpsc::UnboundedReceiver<Settled>,
     /// `(token, when its slow-handler warning is due)`, in arrival order; entries whose
     /// event was answered are skipped when they reach the front. One timer serves them
     /// all, instead of one per event.
@@ -344,13 +367,15 @@ impl InFlight {
         tokio::spawn(async move {
             while !owned.is_empty() {
                 // None: every reply is gone; the guards fail as they drop.
-                let Some((token, answer)) = rx.recv().await else {
+                let Some(settled) = rx.recv().await else {
                     break;
                 };
-                if let Some(mut p) = owned.remove(&token) {
-                    p.conclude(answer, &log, Instant::now());
-                    let message_id = p.message_id();
-                    log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
+                for (token, answer) in settled.into_answers() {
+                    if let Some(mut p) = owned.remove(&token) {
+                        p.conclude(answer, &log, Instant::now());
+                        let message_id = p.message_id();
+                        log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
+                    }
                 }
             }
         });
@@ -550,14 +575,16 @@ impl Session<'_> {
                     // The run is gone (its future was dropped): nobody is listening.
                     None => return SessionEnd::Stopped { aborted: false },
                 },
-                Some((token, answer)) = self.inflight.rx.recv() => {
+                Some(settled) = self.inflight.rx.recv() => {
                     // Every answer that is ready is fed, then flushed once at the top of
                     // the loop: batching keeps the syscall count per event low under load.
-                    let mut next = Some((token, answer));
-                    while let Some((token, answer)) = next.take().or_else(|| self.inflight.rx.try_recv().ok()) {
-                        if let Some(ack) = self.inflight.settle(token, answer, log) {
-                            if let Err(e) = self.write_ack(sink, ack).await {
-                                lost!(self.healthy, ErrorCode::Disconnected, "writing an ack failed: {e}");
+                    let mut next = Some(settled);
+                    while let Some(settled) = next.take().or_else(|| self.inflight.rx.try_recv().ok()) {
+                        for (token, answer) in settled.into_answers() {
+                            if let Some(ack) = self.inflight.settle(token, answer, log) {
+                                if let Err(e) = self.write_ack(sink, ack).await {
+                                    lost!(self.healthy, ErrorCode::Disconnected, "writing an ack failed: {e}");
+                                }
                             }
                         }
                     }
@@ -893,7 +920,7 @@ impl Session<'_> {
                     tokio::spawn(async move {
                         let answer =
                             await_first_delivery(h, event, &dedupe, &handler, &status, &log).await;
-                        let _ = tx.send((token, answer));
+                        let _ = tx.send(Settled::One(token, answer));
                     });
                     return None;
                 }

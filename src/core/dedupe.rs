@@ -7,12 +7,13 @@
 //! arrives mid-flight waits for the first one's outcome. Failures are never remembered:
 //! the point of a re-delivery after a failure is to try again.
 
-use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
+use rustc_hash::FxBuildHasher;
 use tokio::sync::oneshot;
 
 /// How long and how many successful results are remembered.
@@ -43,65 +44,84 @@ type Outcome<V> = Option<V>;
 
 enum Entry<V> {
     InFlight {
-        generation: u64,
         /// Deliveries waiting for this one's outcome. Empty (no allocation) in the
         /// common case of no re-delivery mid-flight, so claiming a key costs no channel.
         waiters: Vec<oneshot::Sender<Outcome<V>>>,
     },
     Done {
-        generation: u64,
         value: V,
         at: Instant,
     },
 }
 
+/// One key's slot. Every claim of a key gets a new `generation`, unique for the life of
+/// the table, so a slot is found by its hash and generation alone: removing the oldest
+/// success or finishing a claim never reads the key (a cache miss of its own in a table
+/// of 10 000 remembered events).
+struct Slot<V> {
+    hash: u64,
+    generation: u64,
+    key: Box<str>,
+    entry: Entry<V>,
+}
+
+/// A success in the order they finished, with what deciding its fate needs: the sweep
+/// looks into the table only for the item it removes.
+struct Finished {
+    hash: u64,
+    generation: u64,
+    at: Instant,
+}
+
 struct State<V> {
     /// FxHash rather than SipHash: keys are event ids chosen by Feishu, and every event
-    /// costs a few lookups. A key is allocated once and shared with `finished`.
-    entries: HashMap<Arc<str>, Entry<V>, BuildHasherDefault<rustc_hash::FxHasher>>,
-    /// Successes in the order they finished. An item whose entry was replaced since (its
-    /// generation differs) is stale and skipped; generations make that check exact.
-    finished: VecDeque<(Arc<str>, u64)>,
+    /// costs a few lookups.
+    entries: HashTable<Slot<V>>,
+    /// Successes in the order they finished. An item whose slot was claimed again since
+    /// (its generation differs) is stale and skipped; generations make that check exact.
+    finished: VecDeque<Finished>,
     done: usize,
     next_generation: u64,
 }
 
 impl<V> State<V> {
+    /// The slot of claim `generation`, if the table still holds it.
+    fn find_mut(&mut self, hash: u64, generation: u64) -> Option<&mut Slot<V>> {
+        self.entries.find_mut(hash, |s| s.generation == generation)
+    }
+
     /// Forgets the oldest successes while they are expired or above `max_entries`.
     fn sweep(&mut self, now: Instant, cfg: &DedupeConfig) {
-        // One probe of the map per item (the entry API with the item's own key), not a
-        // lookup and then a removal: at the default 10 000 entries the map outgrows the
-        // cache, and a probe is a cache miss or two.
-        while let Some((key, generation)) = self.finished.pop_front() {
-            match self.entries.entry(key) {
-                MapEntry::Occupied(o) => match o.get() {
-                    Entry::Done {
-                        generation: g, at, ..
-                    } if *g == generation => {
-                        let expired = now.saturating_duration_since(*at) >= cfg.ttl;
-                        if !(expired || self.done > cfg.max_entries) {
-                            // The oldest live success is kept: put it back and stop.
-                            let key = Arc::clone(o.key());
-                            self.finished.push_front((key, generation));
-                            break;
-                        }
-                        o.remove();
-                        self.done -= 1;
-                    }
-                    _ => {}
-                },
-                // A stale item of a key since forgotten. (`entry` reserves room for an
-                // insert here, as for any miss: at worst the rehash the next insert
-                // would have done comes one call early.)
-                MapEntry::Vacant(_) => {}
+        while let Some(oldest) = self.finished.front() {
+            let expired = now.saturating_duration_since(oldest.at) >= cfg.ttl;
+            if !(expired || self.done > cfg.max_entries) {
+                // The oldest success is kept, and with it every later one.
+                break;
+            }
+            let Finished {
+                hash, generation, ..
+            } = oldest;
+            let (hash, generation) = (*hash, *generation);
+            self.finished.pop_front();
+            // A stale item (its key claimed again since) finds nothing.
+            if let Ok(slot) = self
+                .entries
+                .find_entry(hash, |s| s.generation == generation)
+            {
+                if matches!(slot.get().entry, Entry::Done { .. }) {
+                    slot.remove();
+                    self.done -= 1;
+                }
             }
         }
         // Stale items stuck behind a live one (finish times out of order) would otherwise
         // pile up; compacting when they outnumber the live ones keeps this amortised O(1).
         if self.finished.len() > 2 * self.done + 64 {
             let entries = &self.entries;
-            self.finished.retain(|(key, generation)| {
-                matches!(entries.get(&**key), Some(Entry::Done { generation: g, .. }) if g == generation)
+            self.finished.retain(|f| {
+                entries
+                    .find(f.hash, |s| s.generation == f.generation)
+                    .is_some_and(|s| matches!(s.entry, Entry::Done { .. }))
             });
         }
     }
@@ -150,7 +170,7 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
             shared: Arc::new(Shared {
                 cfg,
                 state: Mutex::new(State {
-                    entries: HashMap::default(),
+                    entries: HashTable::new(),
                     finished: VecDeque::new(),
                     done: 0,
                     next_generation: 0,
@@ -165,43 +185,51 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
 
     /// Claims `key` at `now`.
     pub fn begin(&self, key: &str, now: Instant) -> Begin<V> {
+        let hash = FxBuildHasher.hash_one(key);
         let cfg = &self.shared.cfg;
         let mut state = self.shared.lock();
         let state = &mut *state;
         state.sweep(now, cfg);
         let generation = state.next_generation;
-        let in_flight = || Entry::InFlight {
-            generation,
-            waiters: Vec::new(),
-        };
-        // A new key is the common case and needs its `Arc` anyway: allocated up front, it
-        // lets one probe of the map find or insert.
-        let key: Arc<str> = Arc::from(key);
-        match state.entries.entry(Arc::clone(&key)) {
-            MapEntry::Occupied(mut o) => match o.get_mut() {
-                Entry::InFlight { waiters, .. } => {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
-                    return Begin::Wait(WaitHandle { outcome: rx });
-                }
-                Entry::Done { value, at, .. } => {
-                    if now.saturating_duration_since(*at) < cfg.ttl {
-                        return Begin::Done(value.clone());
+        // One probe of the table finds the key or the place to insert it.
+        match state.entries.entry(hash, |s| *s.key == *key, |s| s.hash) {
+            TableEntry::Occupied(mut o) => {
+                let slot = o.get_mut();
+                match &mut slot.entry {
+                    Entry::InFlight { waiters } => {
+                        let (tx, rx) = oneshot::channel();
+                        waiters.push(tx);
+                        return Begin::Wait(WaitHandle { outcome: rx });
                     }
-                    // Expired but not yet swept (it finished out of order): replaced,
-                    // which leaves its `finished` item stale.
-                    state.done -= 1;
-                    o.insert(in_flight());
+                    Entry::Done { value, at } => {
+                        if now.saturating_duration_since(*at) < cfg.ttl {
+                            return Begin::Done(value.clone());
+                        }
+                        // Expired but not yet swept (it finished out of order): claimed
+                        // again, which leaves its `finished` item stale.
+                        state.done -= 1;
+                        slot.generation = generation;
+                        slot.entry = Entry::InFlight {
+                            waiters: Vec::new(),
+                        };
+                    }
                 }
-            },
-            MapEntry::Vacant(v) => {
-                v.insert(in_flight());
+            }
+            TableEntry::Vacant(v) => {
+                v.insert(Slot {
+                    hash,
+                    generation,
+                    key: Box::from(key),
+                    entry: Entry::InFlight {
+                        waiters: Vec::new(),
+                    },
+                });
             }
         }
         state.next_generation += 1;
         Begin::Run(DedupeGuard {
             shared: Arc::clone(&self.shared),
-            key,
+            hash,
             generation,
             finished: false,
         })
@@ -221,17 +249,13 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
 /// a cancelled or panicking handler task never leaves waiters hanging.
 pub struct DedupeGuard<V: Clone + Send + Sync + 'static> {
     shared: Arc<Shared<V>>,
-    key: Arc<str>,
+    /// The key's hash and this claim's generation: enough to find the slot again.
+    hash: u64,
     generation: u64,
     finished: bool,
 }
 
 impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
-    /// The key this guard owns.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// The handler succeeded with `value` at `now`: remember it and hand it to waiters.
     pub fn succeed(mut self, value: V, now: Instant) {
         self.finish(Some((value, now)));
@@ -246,46 +270,49 @@ impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
+        let (hash, generation) = (self.hash, self.generation);
         let waiters = {
             let cfg = &self.shared.cfg;
             let mut guard = self.shared.lock();
             let state = &mut *guard;
-            // One lookup: the entry is ours only if no later delivery replaced it.
-            let ours = match state.entries.get_mut(&*self.key) {
-                Some(e) if matches!(&*e, Entry::InFlight { generation, .. } if *generation == self.generation) => {
-                    Some(e)
-                }
-                _ => None,
-            };
-            match (ours, &success) {
-                (None, _) => Vec::new(),
-                (Some(entry), Some((value, at))) => {
-                    // Replaced in place: no key copy.
+            match &success {
+                Some((value, at)) => {
+                    // The slot is ours only if no later delivery claimed the key again.
+                    let Some(slot) = state.find_mut(hash, generation) else {
+                        return;
+                    };
                     let old = std::mem::replace(
-                        entry,
+                        &mut slot.entry,
                         Entry::Done {
-                            generation: self.generation,
                             value: value.clone(),
                             at: *at,
                         },
                     );
                     state.done += 1;
-                    state
-                        .finished
-                        .push_back((Arc::clone(&self.key), self.generation));
+                    state.finished.push_back(Finished {
+                        hash,
+                        generation,
+                        at: *at,
+                    });
                     state.sweep(*at, cfg);
                     match old {
-                        Entry::InFlight { waiters, .. } => waiters,
+                        Entry::InFlight { waiters } => waiters,
                         Entry::Done { .. } => Vec::new(),
                     }
                 }
-                (Some(_), None) => match state.entries.remove(&*self.key) {
-                    Some(Entry::InFlight { waiters, .. }) => waiters,
-                    _ => Vec::new(),
+                None => match state
+                    .entries
+                    .find_entry(hash, |s| s.generation == generation)
+                {
+                    Ok(slot) => match slot.remove().0.entry {
+                        Entry::InFlight { waiters } => waiters,
+                        Entry::Done { .. } => Vec::new(),
+                    },
+                    Err(_) => Vec::new(),
                 },
             }
         };
-        // The map is updated before waiters wake, so one that retries after a failure
+        // The table is updated before waiters wake, so one that retries after a failure
         // finds the key free and can become the runner.
         let outcome = success.map(|(value, _)| value);
         for w in waiters {

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use super::envelope::{envelope_meta, EnvelopeError, EnvelopeMeta};
 
 use super::config::LogLevel;
+use super::connection::{Answer, Settled};
 use super::error::TransportError;
 use super::status::StatusSnapshot;
 
@@ -90,7 +91,7 @@ pub trait EventHandler: Send + Sync + 'static {
 }
 
 /// Where a session collects its handlers' answers, by token.
-pub(crate) type ReplySender = mpsc::UnboundedSender<(u64, super::connection::Answer)>;
+pub(crate) type ReplySender = mpsc::UnboundedSender<super::connection::Settled>;
 
 /// The answer to one event. Dropping it unanswered counts as a failure (a 500 ack, and
 /// Feishu re-delivers), so an embedder that loses an event cannot leave it hanging.
@@ -128,10 +129,37 @@ impl Reply {
         self.deliver(result);
     }
 
+    /// Answers every reply with a bare 200, as `send(Ok(None))` on each would, but with
+    /// one message per run of replies bound for the same session instead of one per
+    /// event: each message costs the answering thread and the session a round of atomic
+    /// operations on the queue's shared state.
+    pub fn send_all_ok(replies: impl IntoIterator<Item = Reply>) {
+        let mut run: Option<(ReplySender, Vec<u64>)> = None;
+        for mut reply in replies {
+            match reply.target.take() {
+                Some(ReplyTarget::Session(tx, token)) => match &mut run {
+                    Some((to, tokens)) if to.same_channel(&tx) => tokens.push(token),
+                    _ => {
+                        if let Some((to, tokens)) = run.replace((tx, vec![token])) {
+                            let _ = to.send(Settled::Ok(tokens));
+                        }
+                    }
+                },
+                Some(ReplyTarget::Once(tx)) => {
+                    let _ = tx.send(Ok(None));
+                }
+                None => {}
+            }
+        }
+        if let Some((to, tokens)) = run {
+            let _ = to.send(Settled::Ok(tokens));
+        }
+    }
+
     fn deliver(&mut self, result: HandlerResult) {
         match self.target.take() {
             Some(ReplyTarget::Session(tx, token)) => {
-                let _ = tx.send((token, super::connection::Answer::Handler(result)));
+                let _ = tx.send(Settled::One(token, Answer::Handler(result)));
             }
             Some(ReplyTarget::Once(tx)) => {
                 let _ = tx.send(result);
@@ -168,6 +196,46 @@ pub trait Observer: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a session's queue received, as `(token, Some(ok json) | None for bare 200)`.
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Settled>) -> Vec<Vec<(u64, HandlerResult)>> {
+        let mut messages = Vec::new();
+        while let Ok(settled) = rx.try_recv() {
+            let answers = match settled {
+                Settled::One(token, Answer::Handler(r)) => vec![(token, r)],
+                Settled::One(..) => panic!("a known answer"),
+                Settled::Ok(tokens) => tokens.into_iter().map(|t| (t, Ok(None))).collect(),
+            };
+            messages.push(answers);
+        }
+        messages
+    }
+
+    #[test]
+    fn send_all_ok_answers_each_reply_once_with_one_message_per_run() {
+        let (a, mut a_rx) = mpsc::unbounded_channel();
+        let (b, mut b_rx) = mpsc::unbounded_channel();
+        let (once, mut once_rx) = Reply::oneshot();
+        let replies = vec![
+            Reply::session(a.clone(), 1),
+            Reply::session(a.clone(), 2),
+            Reply::session(b.clone(), 7),
+            once,
+            Reply::session(a.clone(), 3),
+        ];
+        Reply::send_all_ok(replies);
+        // Runs for the same session keep their order; nothing is answered twice (a
+        // reply dropped unanswered would add a failure).
+        assert_eq!(
+            drain(&mut a_rx),
+            vec![vec![(1, Ok(None)), (2, Ok(None))], vec![(3, Ok(None))]]
+        );
+        assert_eq!(drain(&mut b_rx), vec![vec![(7, Ok(None))]]);
+        assert_eq!(once_rx.try_recv(), Ok(Ok(None)));
+        // A reply sent on its own still goes as one message.
+        Reply::session(b, 8).send(Err("boom".into()));
+        assert_eq!(drain(&mut b_rx), vec![vec![(8, Err("boom".into()))]]);
+    }
 
     #[test]
     fn reads_v2_and_v1_envelopes() {
