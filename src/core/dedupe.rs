@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use hashbrown::hash_table::{Entry as TableEntry, HashTable};
+use hashbrown::hash_table::HashTable;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::oneshot;
 
@@ -86,10 +86,9 @@ impl Key {
     }
 }
 
-/// One key's slot. Every claim of a key gets a new `generation`, unique for the life of
-/// the table, so a slot is found by its hash and generation alone: removing the oldest
-/// success or finishing a claim never reads the key (a cache miss of its own in a table
-/// of 10 000 remembered events).
+/// One key's slot, in the slab of slots. Every claim of a key gets a new `generation`,
+/// unique for the life of the table, so a slot index and a generation name one claim
+/// exactly: finishing it or forgetting it later goes straight to its slot.
 struct Slot<V> {
     hash: u64,
     generation: u64,
@@ -98,28 +97,68 @@ struct Slot<V> {
 }
 
 /// A success in the order they finished, with what deciding its fate needs: the sweep
-/// looks into the table only for the item it removes.
+/// reads a slot only for the item it removes.
 struct Finished {
-    hash: u64,
+    slot: u32,
     generation: u64,
     at: Instant,
 }
 
 struct State<V> {
-    /// FxHash rather than SipHash: keys are event ids chosen by Feishu, and every event
-    /// costs a few lookups.
-    entries: HashTable<Slot<V>>,
-    /// Successes in the order they finished. An item whose slot was claimed again since
-    /// (its generation differs) is stale and skipped; generations make that check exact.
+    /// Slot numbers, found by their key's hash (FxHash rather than SipHash: keys are
+    /// event ids chosen by Feishu, and every event costs a few lookups). The slots
+    /// themselves live in `slots`: at the default 10 000 remembered events they are a
+    /// megabyte that the cache does not hold, while this index is small enough to stay
+    /// in it, so a new key is looked up and inserted without touching a cold slot.
+    index: HashTable<u32>,
+    slots: Vec<Option<Slot<V>>>,
+    /// Free slot numbers, reused most recently freed first (the sweep just touched it).
+    free: Vec<u32>,
+    /// Successes in the order they finished. An item whose slot was claimed again or
+    /// freed since (its generation differs) is stale and skipped.
     finished: VecDeque<Finished>,
     done: usize,
     next_generation: u64,
 }
 
 impl<V> State<V> {
-    /// The slot of claim `generation`, if the table still holds it.
-    fn find_mut(&mut self, hash: u64, generation: u64) -> Option<&mut Slot<V>> {
-        self.entries.find_mut(hash, |s| s.generation == generation)
+    /// The slot of claim `generation`, if it still holds it.
+    fn claim_mut(&mut self, slot: u32, generation: u64) -> Option<&mut Slot<V>> {
+        self.slots[slot as usize]
+            .as_mut()
+            .filter(|s| s.generation == generation)
+    }
+
+    /// Puts `new` in a free slot and indexes it (`vacant`, from a failed lookup).
+    fn occupy(&mut self, new: Slot<V>) -> u32 {
+        let hash = new.hash;
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.slots[n as usize] = Some(new);
+                n
+            }
+            None => {
+                // More slots than `u32` numbers would be 4 billion events in flight or
+                // remembered: `max_entries` bounds the latter, the handler concurrency
+                // the former.
+                let n = u32::try_from(self.slots.len()).expect("dedupe slots fit in u32");
+                self.slots.push(Some(new));
+                n
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, n, |&i| slot_hash(slots, i));
+        n
+    }
+
+    /// Unindexes and frees slot `n`, returning what it held.
+    fn vacate(&mut self, n: u32) -> Option<Slot<V>> {
+        let slot = self.slots[n as usize].take()?;
+        if let Ok(found) = self.index.find_entry(slot.hash, |&i| i == n) {
+            found.remove();
+        }
+        self.free.push(n);
+        Some(slot)
     }
 
     /// Forgets the oldest successes while they are expired or above `max_entries`.
@@ -130,33 +169,33 @@ impl<V> State<V> {
                 // The oldest success is kept, and with it every later one.
                 break;
             }
-            let Finished {
-                hash, generation, ..
-            } = oldest;
-            let (hash, generation) = (*hash, *generation);
+            let (n, generation) = (oldest.slot, oldest.generation);
             self.finished.pop_front();
             // A stale item (its key claimed again since) finds nothing.
-            if let Ok(slot) = self
-                .entries
-                .find_entry(hash, |s| s.generation == generation)
-            {
-                if matches!(slot.get().entry, Entry::Done { .. }) {
-                    slot.remove();
-                    self.done -= 1;
-                }
+            let live = self
+                .claim_mut(n, generation)
+                .is_some_and(|s| matches!(s.entry, Entry::Done { .. }));
+            if live {
+                self.vacate(n);
+                self.done -= 1;
             }
         }
         // Stale items stuck behind a live one (finish times out of order) would otherwise
         // pile up; compacting when they outnumber the live ones keeps this amortised O(1).
         if self.finished.len() > 2 * self.done + 64 {
-            let entries = &self.entries;
+            let slots = &self.slots;
             self.finished.retain(|f| {
-                entries
-                    .find(f.hash, |s| s.generation == f.generation)
-                    .is_some_and(|s| matches!(s.entry, Entry::Done { .. }))
+                slots[f.slot as usize].as_ref().is_some_and(|s| {
+                    s.generation == f.generation && matches!(s.entry, Entry::Done { .. })
+                })
             });
         }
     }
+}
+
+/// The hash of slot `n`, which the index holds (for the index's own resizing).
+fn slot_hash<V>(slots: &[Option<Slot<V>>], n: u32) -> u64 {
+    slots[n as usize].as_ref().map_or(0, |s| s.hash)
 }
 
 struct Shared<V> {
@@ -202,7 +241,9 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
             shared: Arc::new(Shared {
                 cfg,
                 state: Mutex::new(State {
-                    entries: HashTable::new(),
+                    index: HashTable::new(),
+                    slots: Vec::new(),
+                    free: Vec::new(),
                     finished: VecDeque::new(),
                     done: 0,
                     next_generation: 0,
@@ -223,48 +264,55 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
         let state = &mut *state;
         state.sweep(now, cfg);
         let generation = state.next_generation;
-        // One probe of the table finds the key or the place to insert it.
-        match state
-            .entries
-            .entry(hash, |s| s.key.as_bytes() == key.as_bytes(), |s| s.hash)
-        {
-            TableEntry::Occupied(mut o) => {
-                let slot = o.get_mut();
-                match &mut slot.entry {
-                    Entry::InFlight { waiters } => {
-                        let (tx, rx) = oneshot::channel();
-                        waiters.push(tx);
-                        return Begin::Wait(WaitHandle { outcome: rx });
-                    }
-                    Entry::Done { value, at } => {
-                        if now.saturating_duration_since(*at) < cfg.ttl {
-                            return Begin::Done(value.clone());
-                        }
-                        // Expired but not yet swept (it finished out of order): claimed
-                        // again, which leaves its `finished` item stale.
-                        state.done -= 1;
-                        slot.generation = generation;
-                        slot.entry = Entry::InFlight {
-                            waiters: Vec::new(),
-                        };
-                    }
+        // One probe of the index finds the key or tells it is new; only a slot whose
+        // hash matches is read to compare keys.
+        let found = {
+            let slots = &state.slots;
+            state
+                .index
+                .find(hash, |&i| {
+                    slots[i as usize]
+                        .as_ref()
+                        .is_some_and(|s| s.key.as_bytes() == key.as_bytes())
+                })
+                .copied()
+        };
+        // (The index holds only occupied slots, so a number found has its slot.)
+        let existing = found.and_then(|n| Some((n, state.slots[n as usize].as_mut()?)));
+        let n = match existing {
+            Some((n, slot)) => match &mut slot.entry {
+                Entry::InFlight { waiters } => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    return Begin::Wait(WaitHandle { outcome: rx });
                 }
-            }
-            TableEntry::Vacant(v) => {
-                v.insert(Slot {
-                    hash,
-                    generation,
-                    key: Key::new(key),
-                    entry: Entry::InFlight {
+                Entry::Done { value, at } => {
+                    if now.saturating_duration_since(*at) < cfg.ttl {
+                        return Begin::Done(value.clone());
+                    }
+                    // Expired but not yet swept (it finished out of order): claimed
+                    // again, which leaves its `finished` item stale.
+                    state.done -= 1;
+                    slot.generation = generation;
+                    slot.entry = Entry::InFlight {
                         waiters: Vec::new(),
-                    },
-                });
-            }
-        }
+                    };
+                    n
+                }
+            },
+            None => state.occupy(Slot {
+                hash,
+                generation,
+                key: Key::new(key),
+                entry: Entry::InFlight {
+                    waiters: Vec::new(),
+                },
+            }),
+        };
         state.next_generation += 1;
         Begin::Run(DedupeGuard {
             shared: Arc::clone(&self.shared),
-            hash,
+            slot: n,
             generation,
             finished: false,
         })
@@ -272,7 +320,7 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
 
     /// Keys remembered or in flight.
     pub fn len(&self) -> usize {
-        self.shared.lock().entries.len()
+        self.shared.lock().index.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -284,8 +332,8 @@ impl<V: Clone + Send + Sync + 'static> Dedupe<V> {
 /// a cancelled or panicking handler task never leaves waiters hanging.
 pub struct DedupeGuard<V: Clone + Send + Sync + 'static> {
     shared: Arc<Shared<V>>,
-    /// The key's hash and this claim's generation: enough to find the slot again.
-    hash: u64,
+    /// The slot and this claim's generation: enough to find it again.
+    slot: u32,
     generation: u64,
     finished: bool,
 }
@@ -305,17 +353,17 @@ impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let (hash, generation) = (self.hash, self.generation);
+        let (n, generation) = (self.slot, self.generation);
         let waiters = {
             let cfg = &self.shared.cfg;
             let mut guard = self.shared.lock();
             let state = &mut *guard;
+            // The slot is ours only if no later delivery claimed the key again.
+            let Some(slot) = state.claim_mut(n, generation) else {
+                return;
+            };
             match &success {
                 Some((value, at)) => {
-                    // The slot is ours only if no later delivery claimed the key again.
-                    let Some(slot) = state.find_mut(hash, generation) else {
-                        return;
-                    };
                     let old = std::mem::replace(
                         &mut slot.entry,
                         Entry::Done {
@@ -325,7 +373,7 @@ impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
                     );
                     state.done += 1;
                     state.finished.push_back(Finished {
-                        hash,
+                        slot: n,
                         generation,
                         at: *at,
                     });
@@ -335,15 +383,9 @@ impl<V: Clone + Send + Sync + 'static> DedupeGuard<V> {
                         Entry::Done { .. } => Vec::new(),
                     }
                 }
-                None => match state
-                    .entries
-                    .find_entry(hash, |s| s.generation == generation)
-                {
-                    Ok(slot) => match slot.remove().0.entry {
-                        Entry::InFlight { waiters } => waiters,
-                        Entry::Done { .. } => Vec::new(),
-                    },
-                    Err(_) => Vec::new(),
+                None => match state.vacate(n).map(|s| s.entry) {
+                    Some(Entry::InFlight { waiters }) => waiters,
+                    _ => Vec::new(),
                 },
             }
         };
@@ -451,6 +493,27 @@ mod tests {
         // a prefix of an inline key, padded with the zeros the inline storage holds
         run(d.begin("a\0\0", now));
         run(d.begin(&"k".repeat(300), now));
+    }
+
+    #[test]
+    fn a_reused_slot_is_not_forgotten_for_its_previous_key() {
+        let d = dedupe(60, 100);
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        // "late" finishes first but with a later time, so the sweep stops at it and
+        // leaves "a"'s success queued behind it.
+        run(d.begin("late", t0)).succeed(0, at(50));
+        run(d.begin("a", t0)).succeed(1, t0);
+        // "a" has expired unswept: claimed again, it fails, and its slot is freed while
+        // its first success is still queued.
+        run(d.begin("a", at(61))).fail();
+        // "b" takes the freed slot and succeeds.
+        run(d.begin("b", at(61))).succeed(2, at(61));
+        // Past "late"'s expiry the sweep meets the stale item of "a": it must not free
+        // the slot "b" now holds.
+        assert_eq!(done(d.begin("b", at(111))), 2);
+        assert_eq!(d.len(), 1, "late forgotten, b remembered");
+        run(d.begin("a", at(111)));
     }
 
     #[test]
