@@ -281,7 +281,7 @@ impl Pending {
         let payload = match answer {
             Answer::Known(v) => v,
             Answer::Handler(r) => {
-                ack_payload(r, self.message_id(), self.event_type.as_deref(), log)
+                ack_payload(r, || self.ack.message_id(), self.event_type.as_deref(), log)
             }
         };
         settle_dedupe(self.guard.take(), &payload, now);
@@ -985,7 +985,7 @@ async fn await_first_delivery(
                 handler.handle(event.as_event(), reply);
                 let result = rx.await.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string()));
                 // Concluded here, since the session's entry for this delivery owns no guard.
-                let payload = ack_payload(result, &message_id, event_type.as_deref(), log);
+                let payload = ack_payload(result, || &message_id, event_type.as_deref(), log);
                 settle_dedupe(Some(guard), &payload, Instant::now());
                 return Answer::Known(payload);
             }
@@ -994,9 +994,10 @@ async fn await_first_delivery(
 }
 
 /// The ack a handler's result becomes; a failure is logged.
-fn ack_payload(
+fn ack_payload<'m>(
     result: HandlerResult,
-    message_id: &str,
+    // Only a failure's log line needs it.
+    message_id: impl FnOnce() -> &'m str,
     event_type: Option<&str>,
     log: &Log,
 ) -> AckPayload {
@@ -1004,6 +1005,7 @@ fn ack_payload(
         Ok(None) => AckPayload::Ok,
         Ok(Some(json)) => AckPayload::OkWithData(json.into_bytes()),
         Err(reason) => {
+            let message_id = message_id();
             let event_type = event_type.unwrap_or("");
             log.emit(
                 LogLevel::Error,

@@ -12,11 +12,12 @@ use prost::encoding::{
 
 use super::frame::{header_key, AckPayload, DecodeError, Frame};
 
-/// [`super::frame::Header`], borrowed; both are checked to be UTF-8 as they are read.
+/// [`super::frame::Header`], borrowed; both are checked to be UTF-8 as they are read. The
+/// value is kept as text, so a lookup does not check it again; keys are only compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeaderView<'a> {
     pub key: &'a [u8],
-    pub value: &'a [u8],
+    pub value: &'a str,
 }
 
 /// [`Frame`], borrowed from the message it was read from.
@@ -51,8 +52,7 @@ impl Headers for FrameView<'_> {
         self.headers
             .iter()
             .find(|h| h.key == key.as_bytes())
-            // Checked to be UTF-8 by `decode`.
-            .map(|h| std::str::from_utf8(h.value).unwrap_or(""))
+            .map(|h| h.value)
     }
 }
 
@@ -116,15 +116,18 @@ fn read_header(mut buf: &[u8]) -> Option<HeaderView<'_>> {
         let (tag, wire_type) = decode_key(&mut buf).ok()?;
         match tag {
             1 => h.key = utf8(delimited(wire_type, &mut buf)?)?,
-            2 => h.value = utf8(delimited(wire_type, &mut buf)?)?,
+            2 => h.value = std::str::from_utf8(delimited(wire_type, &mut buf)?).ok()?,
             _ => skip(wire_type, tag, &mut buf, RECURSION_LIMIT - 1)?,
         }
     }
     Some(h)
 }
 
+/// `b` if it is UTF-8. Keys and the short `string` fields are nearly always ASCII, which
+/// an inline check settles without a call into the full validator.
+#[inline]
 fn utf8(b: &[u8]) -> Option<&[u8]> {
-    std::str::from_utf8(b).ok().map(|_| b)
+    (b.is_ascii() || std::str::from_utf8(b).is_ok()).then_some(b)
 }
 
 fn varint(wire_type: WireType, buf: &mut &[u8]) -> Option<u64> {
@@ -249,7 +252,7 @@ impl AckTemplate {
             if h.key == header_key::BIZ_RT.as_bytes() {
                 continue;
             }
-            put_header(h.key, h.value, &mut bytes);
+            put_header(h.key, h.value.as_bytes(), &mut bytes);
             if h.key == header_key::MESSAGE_ID.as_bytes() && message_id == (0, 0) {
                 // The value is the message's last `len` bytes.
                 message_id = (bytes.len() - h.value.len(), bytes.len());

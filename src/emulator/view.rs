@@ -47,7 +47,7 @@ impl ReadFields {
             view.headers
                 .iter()
                 .find(|h| h.key == key.as_bytes())
-                .map(|h| bytes.slice_ref(h.value))
+                .map(|h| bytes.slice_ref(h.value.as_bytes()))
         };
         Ok(ReadFields {
             seq_id: view.seq_id,
