@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::Semaphore;
@@ -188,9 +188,10 @@ pub(crate) struct AckEntry {
     event_id: Option<Arc<str>>,
     code: i64,
     data: Option<Vec<u8>>,
-    /// The ack frame as received, copied out of the read buffer; its headers are decoded
-    /// again on read instead of keeping a dozen small strings per ack.
-    raw: Box<[u8]>,
+    /// The ack frame as received, copied out of the read buffer into its read batch's
+    /// buffer (see [`AckBatch`]); its headers are decoded again on read instead of
+    /// keeping a dozen small strings per ack.
+    raw: Bytes,
     connection_id: Arc<str>,
     biz_rt: Option<i64>,
     at_ms: u64,
@@ -474,20 +475,6 @@ pub(crate) fn build_frames(
     frames
 }
 
-/// Appends `value` as `width` lowercase hex digits (`format!` costs more than the rest
-/// of building an id, and ids are made for every push).
-fn push_hex(out: &mut String, value: u64, width: u32) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..width).rev() {
-        let nibble = if shift < 16 {
-            (value >> (shift * 4)) & 0xf
-        } else {
-            0
-        };
-        out.push(DIGITS[nibble as usize] as char);
-    }
-}
-
 /// Fills `out` with the lowest `4 * out.len()` bits of `value` in lowercase hex
 /// (zero-extended), for ids built on the stack.
 fn write_hex(out: &mut [u8], value: u64) {
@@ -505,19 +492,20 @@ fn write_hex(out: &mut [u8], value: u64) {
 }
 
 fn new_message_id(inner: &Inner) -> String {
-    message_id_for(
+    let id = message_id_for(
         inner.nonce,
         inner.next_message.fetch_add(1, Ordering::Relaxed),
-    )
+    );
+    std::str::from_utf8(&id).unwrap_or_default().to_string()
 }
 
 /// `om_emu`, the nonce in 8 hex digits and the counter in 16: the shape the event
-/// table's hasher recognises (`super::generated_id_counter`).
-fn message_id_for(nonce: u32, n: u64) -> String {
-    let mut id = String::with_capacity(30);
-    id.push_str("om_emu");
-    push_hex(&mut id, u64::from(nonce), 8);
-    push_hex(&mut id, n, 16);
+/// table's hasher recognises (`super::generated_id_counter`). On the stack: `push_many`
+/// makes the event's shared `Arc<str>` straight from it.
+fn message_id_for(nonce: u32, n: u64) -> [u8; 30] {
+    let mut id = *b"om_emu000000000000000000000000";
+    write_hex(&mut id[6..14], u64::from(nonce));
+    write_hex(&mut id[14..], n);
     id
 }
 
@@ -782,25 +770,38 @@ pub(crate) fn flush_queue(inner: &Inner, app_id: &str) {
 /// read would allocate a new one (a 128 KiB `malloc`, with glibc consolidating its free
 /// lists first: a tenth of the emulator's CPU at 100 000 acks per second).
 pub(crate) struct ReceivedAck {
-    /// Where the `message_id` header's value is in `raw`.
+    /// Where the ack frame is in its batch's `raw` buffer.
+    raw: Range<usize>,
+    /// Where the `message_id` header's value is in the frame.
     message_id: Option<Range<usize>>,
     biz_rt: Option<i64>,
     log_id: u64,
-    /// The ack frame as received, copied out of the read buffer (see `AckEntry::raw`).
-    raw: Box<[u8]>,
     code: i64,
     data: Option<Vec<u8>>,
 }
 
-impl ReceivedAck {
-    /// Parses the payload of an ack (a data frame from a client); an unparseable one is
-    /// counted as a bad frame and dropped.
-    pub(crate) fn parse(
-        inner: &Inner,
-        conn: &ConnHandle,
-        frame: ReadFields,
-        raw: Bytes,
-    ) -> Option<ReceivedAck> {
+/// Acks read together from one connection, recorded together by [`on_acks`]. Their
+/// frames, kept for [`AckEntry::raw`], are copied into chunks of [`ACK_CHUNK`] bytes that
+/// the records share: one allocation per few hundred acks instead of one per ack (and
+/// one `free` when the history has forgotten them all).
+#[derive(Default)]
+pub(crate) struct AckBatch {
+    acks: Vec<ReceivedAck>,
+    /// This batch's frames, at the end of the current chunk.
+    raw: BytesMut,
+}
+
+/// The size of the chunks ack frames are copied into.
+const ACK_CHUNK: usize = 64 * 1024;
+
+impl AckBatch {
+    pub(crate) fn len(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// Parses the payload of an ack (a data frame from a client) and adds it; an
+    /// unparseable one is counted as a bad frame and dropped.
+    pub(crate) fn push(&mut self, inner: &Inner, conn: &ConnHandle, frame: ReadFields, raw: &[u8]) {
         let payload = &frame.payload[..];
         // The bare acks the official clients send are recognised without a JSON parse;
         // anything else goes through the codec's parser.
@@ -810,46 +811,54 @@ impl ReceivedAck {
             _ => AckPayload::parse(payload),
         };
         match parsed {
-            Ok((code, data)) => Some(ReceivedAck {
-                biz_rt: view::text(&frame.biz_rt).and_then(|v| v.trim().parse::<i64>().ok()),
-                // The value is a slice of `raw`, which is copied whole.
-                message_id: frame.message_id.as_ref().map(|m| {
-                    let start = m.as_ptr() as usize - raw.as_ptr() as usize;
-                    start..start + m.len()
-                }),
-                log_id: frame.log_id,
-                raw: raw[..].into(),
-                code,
-                data,
-            }),
-            Err(e) => {
-                bad_frame(inner, conn, &e.to_string());
-                None
+            Ok((code, data)) => {
+                if self.raw.capacity() - self.raw.len() < raw.len() {
+                    // The chunk is full (or shared with records already): a new one.
+                    self.raw.reserve(raw.len().max(ACK_CHUNK));
+                }
+                let start = self.raw.len();
+                self.raw.extend_from_slice(raw);
+                self.acks.push(ReceivedAck {
+                    raw: start..self.raw.len(),
+                    // The header's value is a slice of the frame.
+                    message_id: frame.message_id.as_ref().map(|m| {
+                        let at = m.as_ptr() as usize - raw.as_ptr() as usize;
+                        at..at + m.len()
+                    }),
+                    biz_rt: view::text(&frame.biz_rt).and_then(|v| v.trim().parse::<i64>().ok()),
+                    log_id: frame.log_id,
+                    code,
+                    data,
+                });
             }
+            Err(e) => bad_frame(inner, conn, &e.to_string()),
         }
     }
 }
 
-/// Records acks that arrived together on `conn` (at `now` / `at_ms`, when they were
-/// read), in order, under one lock, and acts on them.
+/// Records the acks that arrived together on `conn` (at `now` / `at_ms`, when they were
+/// read), in order, under one lock, and acts on them; `batch` is left empty.
 pub(crate) fn on_acks(
     inner: &Inner,
     conn: &ConnHandle,
-    acks: &mut Vec<ReceivedAck>,
+    batch: &mut AckBatch,
     now: Instant,
     at_ms: u64,
 ) {
-    if acks.is_empty() {
+    if batch.acks.is_empty() {
         return;
     }
+    // The records share the chunk; the next batch goes on in its free part.
+    let raw = batch.raw.split().freeze();
     let mut all_done = false;
     // The push_many permits the acks free, returned once the lock is released: the
     // pusher they wake then finds the lock free, and is woken once per batch.
     let mut permits: Vec<Arc<Semaphore>> = Vec::new();
     {
         let mut st = inner.lock();
-        for ack in acks.drain(..) {
-            all_done |= on_ack_locked(inner, &mut st, conn, ack, now, at_ms, &mut permits);
+        for ack in batch.acks.drain(..) {
+            let frame = raw.slice(ack.raw.clone());
+            all_done |= on_ack_locked(inner, &mut st, conn, ack, frame, now, at_ms, &mut permits);
         }
     }
     let mut permits = permits.into_iter().peekable();
@@ -871,11 +880,13 @@ pub(crate) fn on_acks(
 /// Records one ack and acts on it; true when it finished the last pending event. The
 /// event's flow-control permit, if it frees one, goes to `permits` for the caller to
 /// return.
+#[allow(clippy::too_many_arguments)]
 fn on_ack_locked(
     inner: &Inner,
     st: &mut State,
     conn: &ConnHandle,
     ack: ReceivedAck,
+    raw: Bytes,
     now: Instant,
     at_ms: u64,
     permits: &mut Vec<Arc<Semaphore>>,
@@ -884,9 +895,9 @@ fn on_ack_locked(
         message_id,
         biz_rt,
         log_id,
-        raw,
         code,
         data,
+        ..
     } = ack;
     let message_id = message_id
         .and_then(|r| std::str::from_utf8(&raw[r]).ok())
@@ -1062,7 +1073,7 @@ fn generated_payload(app_id: &str, event_id: &str, message_id: &str, size: usize
 }
 
 /// See [`super::Emulator::push_many`].
-pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<String> {
+pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<Arc<str>> {
     let app_id = inner.app_arc(opts.app_id.as_deref().unwrap_or(inner.default_app()));
     let fixed = opts.payload.map(Bytes::from);
     let fixed_event_id: Option<Arc<str>> =
@@ -1076,6 +1087,7 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
         let mut st = inner.lock();
         st.events.reserve(opts.count);
         st.acks.reserve(opts.count);
+        st.done_order.reserve(opts.count.min(2 * inner.max_history));
     }
     // Events registered under one lock when several permits are free at once (acks come
     // in bursts): one lock and one wake-up of the writer for the lot. Capped in bytes too,
@@ -1084,7 +1096,7 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
     let max_batch = (PUSH_BATCH_BYTES / payload_len).clamp(1, PUSH_BATCH);
     let start = tokio::time::Instant::now();
     let mut ids = Vec::with_capacity(opts.count);
-    let mut batch: Vec<(String, EventState)> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<(Arc<str>, EventState)> = Vec::with_capacity(max_batch);
     let mut i = 0;
     while i < opts.count {
         let mut take = 1;
@@ -1128,7 +1140,11 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
             take = max_batch.min(opts.count - i);
         }
         for _ in 0..take {
-            let message_id = new_message_id(inner);
+            let id = message_id_for(
+                inner.nonce,
+                inner.next_message.fetch_add(1, Ordering::Relaxed),
+            );
+            let message_id: Arc<str> = Arc::from(std::str::from_utf8(&id).unwrap_or_default());
             let (payload, event_id) = match &fixed {
                 Some(p) => (Payload::Bytes(p.clone()), fixed_event_id.clone()),
                 None => {
@@ -1144,7 +1160,7 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
                 }
             };
             let ev = new_event(
-                Arc::from(message_id.as_str()),
+                Arc::clone(&message_id),
                 app_id.clone(),
                 payload,
                 opts.fragments,
@@ -1242,16 +1258,20 @@ mod tests {
     fn message_ids_carry_their_counter_for_the_event_table() {
         for (nonce, n) in [(0, 1), (0xdead_beef, 0x0123_4567_89ab_cdef), (7, u64::MAX)] {
             let id = message_id_for(nonce, n);
-            assert_eq!(super::super::generated_id_counter(id.as_bytes()), Some(n));
+            assert_eq!(super::super::generated_id_counter(&id), Some(n));
+            assert_eq!(
+                std::str::from_utf8(&id).unwrap(),
+                format!("om_emu{nonce:08x}{n:016x}")
+            );
         }
     }
 
     #[test]
     fn hex_ids() {
-        let mut s = String::new();
-        push_hex(&mut s, 0xab, 4);
-        push_hex(&mut s, u64::MAX, 18);
-        assert_eq!(s, "00ab00ffffffffffffffff");
+        let mut s = [0u8; 22];
+        write_hex(&mut s[..4], 0xab);
+        write_hex(&mut s[4..], u64::MAX);
+        assert_eq!(&s, b"00ab00ffffffffffffffff");
     }
 
     #[test]
@@ -1399,18 +1419,16 @@ mod tests {
     }
 
     #[test]
-    fn hex_on_the_stack_matches_push_hex() {
+    fn hex_on_the_stack_matches_format() {
         for (value, width) in [
             (0u64, 8usize),
             (0xab, 4),
             (u64::MAX, 24),
             (0x1234_5678_9abc, 16),
         ] {
-            let mut s = String::new();
-            push_hex(&mut s, value, width as u32);
             let mut buf = vec![0u8; width];
             write_hex(&mut buf, value);
-            assert_eq!(buf, s.as_bytes());
+            assert_eq!(buf, format!("{value:0width$x}").as_bytes());
         }
     }
 

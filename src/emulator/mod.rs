@@ -770,7 +770,7 @@ impl Emulator {
 
     /// Pushes `opts.count` generated events (for benchmarks), honouring `max_in_flight`
     /// and `rate_per_sec`, and returns their message ids once all are pushed.
-    pub async fn push_many(&self, opts: PushManyOptions) -> Vec<String> {
+    pub async fn push_many(&self, opts: PushManyOptions) -> Vec<Arc<str>> {
         delivery::push_many(self.inner(), opts).await
     }
 
