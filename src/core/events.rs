@@ -91,7 +91,7 @@ pub trait EventHandler: Send + Sync + 'static {
 }
 
 /// Where a session collects its handlers' answers, by token.
-pub(crate) type ReplySender = mpsc::UnboundedSender<super::connection::Settled>;
+pub(crate) type ReplySender = mpsc::UnboundedSender<Settled>;
 
 /// The answer to one event. Dropping it unanswered counts as a failure (a 500 ack, and
 /// Feishu re-delivers), so an embedder that loses an event cannot leave it hanging.
@@ -197,7 +197,7 @@ pub trait Observer: Send + Sync + 'static {
 mod tests {
     use super::*;
 
-    /// What a session's queue received, as `(token, Some(ok json) | None for bare 200)`.
+    /// What a session's queue received: per message, each event's token and result.
     fn drain(rx: &mut mpsc::UnboundedReceiver<Settled>) -> Vec<Vec<(u64, HandlerResult)>> {
         let mut messages = Vec::new();
         while let Ok(settled) = rx.try_recv() {
