@@ -765,3 +765,102 @@ mod tests {
         );
     }
 }
+
+/// The table against a plain model, on random operations with times that only move
+/// forward: what is remembered is exactly "the successes not yet expired, at most
+/// `max_entries`, the latest to finish kept", whatever order the handlers finish in.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, HashSet};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Claim key `k` after `step` seconds.
+        Begin { k: u8, step: u8 },
+        /// Finish one of the running claims (any of them: handlers finish in any
+        /// order) at the current time: succeed or fail.
+        Finish { ok: bool, pick: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..12, 0u8..4).prop_map(|(k, step)| Op::Begin { k, step }),
+            (any::<bool>(), any::<u8>()).prop_map(|(ok, pick)| Op::Finish { ok, pick }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn dedupe_matches_the_model(
+            ops in proptest::collection::vec(op(), 1..200),
+            max_entries in 0usize..6,
+            ttl in 1u64..8,
+        ) {
+            let d: Dedupe<u32> = Dedupe::new(DedupeConfig {
+                ttl: Duration::from_secs(ttl),
+                max_entries,
+            });
+            let t0 = Instant::now();
+            let mut secs = 0u64;
+            // The model: remembered successes, oldest first, and the keys in flight.
+            let mut remembered: BTreeMap<u64, (u8, u32)> = BTreeMap::new();
+            let mut order = 0u64;
+            let mut flying: HashSet<u8> = HashSet::new();
+            let mut running: VecDeque<(u8, DedupeGuard<u32>)> = VecDeque::new();
+            let mut value = 0u32;
+            let sweep = |remembered: &mut BTreeMap<u64, (u8, u32)>, times: &BTreeMap<u64, u64>, now: u64| {
+                while let Some((&o, _)) = remembered.iter().next() {
+                    if now - times[&o] >= ttl || remembered.len() > max_entries {
+                        remembered.remove(&o);
+                    } else {
+                        break;
+                    }
+                }
+            };
+            let mut times: BTreeMap<u64, u64> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Begin { k, step } => {
+                        secs += u64::from(step);
+                        let now = t0 + Duration::from_secs(secs);
+                        sweep(&mut remembered, &times, secs);
+                        let key = format!("ev{k}");
+                        let known = remembered.values().find(|(rk, _)| *rk == k).map(|(_, v)| *v);
+                        match d.begin(&key, now) {
+                            Begin::Run(g) => {
+                                prop_assert!(!flying.contains(&k) && known.is_none(), "ran {k}");
+                                flying.insert(k);
+                                running.push_back((k, g));
+                            }
+                            Begin::Done(v) => prop_assert_eq!(Some(v), known, "remembered {}", k),
+                            Begin::Wait(_) => prop_assert!(flying.contains(&k), "waited on {k}"),
+                        }
+                    }
+                    Op::Finish { ok, pick } => {
+                        if running.is_empty() {
+                            continue;
+                        }
+                        let at = usize::from(pick) % running.len();
+                        let Some((k, g)) = running.remove(at) else { continue };
+                        flying.remove(&k);
+                        if ok {
+                            value += 1;
+                            g.succeed(value, t0 + Duration::from_secs(secs));
+                            order += 1;
+                            remembered.insert(order, (k, value));
+                            times.insert(order, secs);
+                            sweep(&mut remembered, &times, secs);
+                        } else {
+                            g.fail();
+                        }
+                    }
+                }
+                prop_assert_eq!(d.len(), remembered.len() + flying.len());
+            }
+        }
+    }
+}
