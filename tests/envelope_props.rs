@@ -219,28 +219,14 @@ fn render(j: &J, ws: &[&'static str]) -> String {
                 out.push_str(s);
                 out.push('"');
             }
-            J::Arr(items) => {
-                out.push('[');
-                for (n, item) in items.iter().enumerate() {
-                    if n > 0 {
-                        out.push(',');
-                    }
-                    pad(out, ws, k);
-                    go(item, out, ws, k);
-                    pad(out, ws, k);
-                }
-                if items.is_empty() {
-                    pad(out, ws, k);
-                }
-                out.push(']');
-            }
-            J::Obj(members) => {
-                out.push('{');
-                for (n, (key, value)) in members.iter().enumerate() {
-                    if n > 0 {
-                        out.push(',');
-                    }
-                    pad(out, ws, k);
+            J::Arr(items) => list(items, ('[', ']'), out, ws, k, go),
+            J::Obj(members) => list(
+                members,
+                ('{', '}'),
+                out,
+                ws,
+                k,
+                |(key, value), out, ws, k| {
                     out.push('"');
                     out.push_str(key);
                     out.push('"');
@@ -248,14 +234,33 @@ fn render(j: &J, ws: &[&'static str]) -> String {
                     out.push(':');
                     pad(out, ws, k);
                     go(value, out, ws, k);
-                    pad(out, ws, k);
-                }
-                if members.is_empty() {
-                    pad(out, ws, k);
-                }
-                out.push('}');
-            }
+                },
+            ),
         }
+    }
+    /// A bracketed list of `items`, comma-separated, with whitespace around each (or
+    /// inside an empty one).
+    fn list<T>(
+        items: &[T],
+        (open, close): (char, char),
+        out: &mut String,
+        ws: &[&str],
+        k: &mut usize,
+        item: impl Fn(&T, &mut String, &[&str], &mut usize),
+    ) {
+        out.push(open);
+        for (n, x) in items.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            pad(out, ws, k);
+            item(x, out, ws, k);
+            pad(out, ws, k);
+        }
+        if items.is_empty() {
+            pad(out, ws, k);
+        }
+        out.push(close);
     }
     let mut out = String::new();
     let mut k = 0;

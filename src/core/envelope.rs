@@ -89,56 +89,33 @@ pub fn envelope_meta(payload: &str) -> Result<EnvelopeMeta<'_>, EnvelopeError> {
     if p.at(i) != b'{' {
         return Err(p.fail("expected '{'", i));
     }
-    i = p.ws(i + 1);
-    if p.at(i) == b'}' {
-        i += 1;
-    } else {
-        loop {
-            let key;
-            (i, key) = p.key_colon(i)?;
-            let name = p
-                .decode(key)
-                .map_err(|()| p.fail(LONE_SURROGATE, key.quote()))?;
-            match name.as_ref() {
-                "header" => {
-                    if header.is_some() {
-                        return Err(p.fail("duplicate field `header`", key.quote()));
-                    }
-                    let h;
-                    (i, h) = p.header(i)?;
-                    header = Some(h);
-                }
-                "uuid" => {
-                    if uuid.is_some() {
-                        return Err(p.fail("duplicate field `uuid`", key.quote()));
-                    }
-                    i = p.ws(i);
-                    uuid = Some(if p.at(i) == b'"' {
-                        let s;
-                        (i, s) = p.decoded_string(i)?;
-                        Some(s)
-                    } else {
-                        i = p.skip_value(i)?;
-                        None
-                    });
-                }
-                "event" => {
-                    if event.is_some() {
-                        return Err(p.fail("duplicate field `event`", key.quote()));
-                    }
-                    let e;
-                    (i, e) = p.event(i)?;
-                    event = Some(e);
-                }
-                _ => i = p.skip_value(i)?,
-            }
-            let more;
-            (i, more) = p.after_member(i)?;
-            if !more {
-                break;
+    i = p.members(i + 1, |i, name, key| match name {
+        "header" => {
+            p.once(&header, "duplicate field `header`", key)?;
+            let (i, h) = p.header(i)?;
+            header = Some(h);
+            Ok(i)
+        }
+        "uuid" => {
+            p.once(&uuid, "duplicate field `uuid`", key)?;
+            let i = p.ws(i);
+            if p.at(i) == b'"' {
+                let (i, s) = p.decoded_string(i)?;
+                uuid = Some(Some(s));
+                Ok(i)
+            } else {
+                uuid = Some(None);
+                p.skip_value(i)
             }
         }
-    }
+        "event" => {
+            p.once(&event, "duplicate field `event`", key)?;
+            let (i, e) = p.event(i)?;
+            event = Some(e);
+            Ok(i)
+        }
+        _ => p.skip_value(i),
+    })?;
     i = p.ws(i);
     if i < p.b.len() {
         return Err(p.fail("trailing characters after the JSON object", i));
@@ -240,6 +217,44 @@ impl<'a> Payload<'a> {
             b',' => Ok((i + 1, true)),
             b'}' => Ok((i + 1, false)),
             _ => Err(self.fail("expected ',' or '}' in an object", i)),
+        }
+    }
+
+    /// The members of an object whose `{` is just before `i`, for the objects whose keys
+    /// must decode (the envelope and its `header`): `member(i, name, key)` reads the
+    /// value that starts at `i` (after the colon) and returns the index after it. Returns
+    /// the index after the closing `}`.
+    #[inline(always)]
+    fn members(
+        self,
+        i: usize,
+        mut member: impl FnMut(usize, &str, Span) -> Step<usize>,
+    ) -> Step<usize> {
+        let mut i = self.ws(i);
+        if self.at(i) == b'}' {
+            return Ok(i + 1);
+        }
+        loop {
+            let key;
+            (i, key) = self.key_colon(i)?;
+            let name = self
+                .decode(key)
+                .map_err(|()| self.fail(LONE_SURROGATE, key.quote()))?;
+            i = member(i, &name, key)?;
+            let more;
+            (i, more) = self.after_member(i)?;
+            if !more {
+                return Ok(i);
+            }
+        }
+    }
+
+    /// Fails with `duplicate` (at `key`) when `seen` already holds the member's value.
+    #[inline(always)]
+    fn once<T>(self, seen: &Option<T>, duplicate: &'static str, key: Span) -> Step<()> {
+        match seen {
+            Some(_) => Err(self.fail(duplicate, key.quote())),
+            None => Ok(()),
         }
     }
 
@@ -473,48 +488,26 @@ impl<'a> Payload<'a> {
         let mut i = self.ws(i);
         match self.at(i) {
             b'n' => return Ok((self.literal(i, b"null")?, None)),
-            b'{' => i = self.ws(i + 1),
+            b'{' => i += 1,
             _ => return Err(self.fail("`header` is not an object", i)),
         }
         let mut event_type: Option<Option<Cow<'a, str>>> = None;
         let mut event_id: Option<Option<Cow<'a, str>>> = None;
-        if self.at(i) == b'}' {
-            i += 1;
-        } else {
-            loop {
-                let key;
-                (i, key) = self.key_colon(i)?;
-                let name = self
-                    .decode(key)
-                    .map_err(|()| self.fail(LONE_SURROGATE, key.quote()))?;
-                match name.as_ref() {
-                    "event_type" => {
-                        if event_type.is_some() {
-                            let e = "duplicate field `header.event_type`";
-                            return Err(self.fail(e, key.quote()));
-                        }
-                        let v;
-                        (i, v) = self.string_or_null(i, "`header.event_type` is not a string")?;
-                        event_type = Some(v);
-                    }
-                    "event_id" => {
-                        if event_id.is_some() {
-                            let e = "duplicate field `header.event_id`";
-                            return Err(self.fail(e, key.quote()));
-                        }
-                        let v;
-                        (i, v) = self.string_or_null(i, "`header.event_id` is not a string")?;
-                        event_id = Some(v);
-                    }
-                    _ => i = self.skip_value(i)?,
-                }
-                let more;
-                (i, more) = self.after_member(i)?;
-                if !more {
-                    break;
-                }
+        i = self.members(i, |i, name, key| match name {
+            "event_type" => {
+                self.once(&event_type, "duplicate field `header.event_type`", key)?;
+                let (i, v) = self.string_or_null(i, "`header.event_type` is not a string")?;
+                event_type = Some(v);
+                Ok(i)
             }
-        }
+            "event_id" => {
+                self.once(&event_id, "duplicate field `header.event_id`", key)?;
+                let (i, v) = self.string_or_null(i, "`header.event_id` is not a string")?;
+                event_id = Some(v);
+                Ok(i)
+            }
+            _ => self.skip_value(i),
+        })?;
         let header = Header {
             event_type: event_type.flatten(),
             event_id: event_id.flatten(),
