@@ -21,6 +21,8 @@ export type FeishuTransportErrorCode =
   | 'PROTOCOL_ERROR'
   | 'RECONNECT_EXHAUSTED'
   | 'ALREADY_STARTED'
+  /** A bug in the transport itself (terminal): start() still settles, with this code. */
+  | 'INTERNAL'
 
 /** Backoff between reconnect attempts: `min(maxDelayMs, initialDelayMs · multiplier^(attempt−1))`, ±`jitter`. */
 export interface ReconnectOptions {
@@ -124,8 +126,18 @@ export interface FeishuTransportOptions {
   /** Overrides the server's PingInterval. */
   pingIntervalMs?: number
   timeouts?: TimeoutOptions
-  /** Handlers running at once; beyond it the socket is not read (backpressure). Default 256. */
+  /**
+   * Handlers running at once; while all are busy the socket is not read (backpressure,
+   * shown as `status().backpressure`). Default 256.
+   */
   maxConcurrentHandlers?: number
+  /**
+   * How long a handler may run before the transport gives up on it. Past it the event is
+   * acked 500 (Feishu re-delivers it), its handler slot and its dedupe claim are freed,
+   * `counters.handlerTimeouts` grows, and the handler's late result is ignored (logged
+   * once). `0` or `Infinity` waits for ever. Default 300000 (5 minutes).
+   */
+  handlerTimeoutMs?: number
   /** Re-deliveries of a successfully handled event are acked with the same result without calling onEvent. Default on. */
   dedupe?: false | DedupeOptions
 }
@@ -134,9 +146,16 @@ export interface FeishuTransportOptions {
 export interface FeishuEvent {
   /** The envelope exactly as Feishu sent it (`{schema, header, event}`, or v1 `{uuid, event, …}`). */
   payload: any
-  /** `header.event_type`, or `event.type` for v1. */
+  /**
+   * `header.event_type` when it is a string; otherwise (v1) `event.type` when `event` is
+   * an object and `type` a string; otherwise null.
+   */
   eventType: string | null
-  /** `header.event_id`, or `uuid` for v1. */
+  /**
+   * The key dedupe uses: `header.event_id` when the envelope has a `header` object (v2),
+   * `uuid` when it has none (v1); a non-string or empty value is null (and such an event
+   * is not deduplicated). The same rule as the transport's own, computed once in Rust.
+   */
   eventId: string | null
   /** The frame's message_id. */
   messageId: string
@@ -177,6 +196,12 @@ export interface TransportStatus {
   lastError: { code: string; message: string; terminal: boolean } | null
   /** The server's settings, in ms; reported only (the server's reconnectCount never stops the loop). */
   server: { pingIntervalMs: number; reconnectCount: number; reconnectIntervalMs: number; reconnectNonceMs: number } | null
+  /**
+   * Every handler slot (`maxConcurrentHandlers`) is busy, so the socket is not read until
+   * one settles. Reported through onStatus when it turns on and off; false when no
+   * socket is live.
+   */
+  backpressure: boolean
   counters: {
     connects: number
     events: number
@@ -185,6 +210,8 @@ export interface TransportStatus {
     duplicates: number
     reconnects: number
     droppedFrames: number
+    /** Handlers given up on after `handlerTimeoutMs` (each acked 500). */
+    handlerTimeouts: number
   }
 }
 

@@ -7,11 +7,15 @@
 const { isNativeError } = require('node:util').types
 const native = require('./native.js')
 
-/** Error codes whose failures retrying cannot fix. */
+/**
+ * Every code a FeishuTransportError can carry (index.d.ts `FeishuTransportErrorCode`); a
+ * native error whose `code` is one of them becomes a FeishuTransportError.
+ */
 const CODES = [
   'INVALID_CONFIG', 'AUTH_FAILED', 'FORBIDDEN', 'CONNECTION_LIMIT', 'DISCOVERY_FAILED',
   'DISCOVERY_TIMEOUT', 'HANDSHAKE_FAILED', 'HANDSHAKE_TIMEOUT', 'PONG_TIMEOUT', 'PROXY_ERROR',
   'TLS_ERROR', 'DISCONNECTED', 'PROTOCOL_ERROR', 'RECONNECT_EXHAUSTED', 'ALREADY_STARTED',
+  'INTERNAL',
 ]
 
 class FeishuTransportError extends Error {
@@ -141,6 +145,8 @@ function toNativeOptions(o) {
     n.closeTimeoutMs = optionalNumber(t, 'closeMs', 'timeouts.closeMs')
   }
   n.maxConcurrentHandlers = optionalNumber(o, 'maxConcurrentHandlers', 'maxConcurrentHandlers')
+  const h = optionalNumber(o, 'handlerTimeoutMs', 'handlerTimeoutMs')
+  n.handlerTimeoutMs = h === Infinity ? 0 : h
   const d = o.dedupe
   if (d === false) n.dedupe = false
   else if (d !== undefined && d !== true) {
@@ -233,8 +239,9 @@ class FeishuTransport {
   }
 
   // The per-event hot path. Rust hands over every event that is ready in one call, as
-  // one JSON text `[[seq, messageId, traceId, receivedAt, payload], …]` (each payload is
-  // the envelope as Feishu sent it, already checked to be a JSON object). Handlers are
+  // one JSON text `[[seq, messageId, traceId, receivedAt, eventId, eventType, payload], …]`
+  // (each payload is the envelope as Feishu sent it, already checked to be a JSON
+  // object; eventId and eventType are the ones dedupe keyed on). Handlers are
   // called in that order; each event is settled by seq: bare 200s in one settleOk() per
   // microtask turn, replies and failures one by one. A throw, a rejection or a result
   // JSON cannot serialise acks 500.
@@ -247,14 +254,12 @@ class FeishuTransport {
     for (let i = 0; i < events.length; i++) {
       const e = events[i]
       const seq = e[0]
-      const parsed = e[4]
       let result
       try {
-        const header = parsed.header
         result = onEvent({
-          payload: parsed,
-          eventType: (header && header.event_type) || (parsed.event && parsed.event.type) || null,
-          eventId: (header && header.event_id) || parsed.uuid || null,
+          payload: e[6],
+          eventType: e[5],
+          eventId: e[4],
           messageId: e[1],
           traceId: e[2],
           receivedAt: e[3],
@@ -321,7 +326,12 @@ class FeishuTransport {
       }
       return Promise.resolve({ reason: 'aborted' })
     }
-    const running = this.#native.start(this.#onEvents, this.#onLifecycle)
+    let running
+    try {
+      running = this.#native.start(this.#onEvents, this.#onLifecycle)
+    } catch (e) {
+      running = Promise.reject(e)
+    }
     let onAbort
     if (signal) {
       onAbort = () => { this.#native.abort() }
@@ -331,6 +341,13 @@ class FeishuTransport {
       if (onAbort) signal.removeEventListener('abort', onAbort)
       if (result.error) throw errorFromJson(JSON.parse(result.error))
       return { reason: result.reason }
+    }, (e) => {
+      // The native side turns its own failures (a panic included) into the result above;
+      // anything that still escapes is a bug, reported with a code like everything else.
+      if (onAbort) signal.removeEventListener('abort', onAbort)
+      throw e instanceof FeishuTransportError
+        ? e
+        : new FeishuTransportError('INTERNAL', `the transport stopped on an internal error: ${e && e.message ? e.message : String(e)}`, { terminal: true, cause: e })
     })
   }
 

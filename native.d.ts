@@ -157,6 +157,25 @@ export declare class NativeTransport {
   get running(): boolean
 }
 
+/** See [`CleanupStats`]. Not part of the public API. */
+export declare function __cleanupStats(): CleanupStats
+
+/**
+ * For the test suite: makes the next run panic as it starts, when the process runs with
+ * `FEISHU_TRANSPORT_TEST_FAULTS=1`; returns whether it was armed. Not part of the public
+ * API.
+ */
+export declare function __testPanicNextRun(): boolean
+
+/**
+ * For the test suite: cleanup hooks registered and transports listed in them, across
+ * environments.
+ */
+export interface CleanupStats {
+  hooks: number
+  transports: number
+}
+
 /** One ack received from a client. Absent values are `null`. */
 export interface EmulatorAckRecord {
   messageId: string
@@ -444,6 +463,8 @@ export interface NativeTransportOptions {
   pongTimeoutMs?: number
   closeTimeoutMs?: number
   maxConcurrentHandlers?: number
+  /** `handlerTimeoutMs`; 0 waits for ever (`index.js` maps `Infinity` to 0). */
+  handlerTimeoutMs?: number
   dedupe?: boolean
   dedupeTtlMs?: number
   dedupeMaxEntries?: number

@@ -837,4 +837,6 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.FeishuEmulator = nativeBinding.FeishuEmulator
 module.exports.NativeTransport = nativeBinding.NativeTransport
+module.exports.__cleanupStats = nativeBinding.__cleanupStats
+module.exports.__testPanicNextRun = nativeBinding.__testPanicNextRun
 module.exports.version = nativeBinding.version

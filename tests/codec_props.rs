@@ -5,7 +5,9 @@
 //! `PROPTEST_CASES` to change them.
 
 use feishu_transport::core::frame::{AckPayload, Frame, Header};
-use feishu_transport::core::frame_view::{AckTemplate, FrameView, Headers};
+use feishu_transport::core::frame_view::{
+    AckTemplate, FrameView, Headers, MAX_HEADERS, MAX_HEADER_BYTES,
+};
 use proptest::prelude::*;
 use prost::Message;
 
@@ -131,6 +133,49 @@ proptest! {
             }
             (Err(a), Err(b)) => prop_assert_eq!(a, b),
             (a, b) => prop_assert!(false, "owned {:?} vs view {:?} bytes {:02x?}", a.err(), b.is_ok(), bytes),
+        }
+    }
+
+}
+
+proptest! {
+    // Each case encodes a frame of about 256 headers: fewer cases.
+    #![proptest_config(ProptestConfig { cases: cases(500), ..ProptestConfig::default() })]
+
+    /// A frame within the header bounds decodes as prost decodes it; one past either
+    /// bound (count or bytes) is refused, whatever else it holds.
+    #[test]
+    fn the_header_bounds_hold(
+        f in frame(),
+        count in (MAX_HEADERS - 3)..(MAX_HEADERS + 4),
+        value_len in prop_oneof![Just(0usize), 0..300usize],
+        front in any::<bool>(),
+    ) {
+        let mut f = f;
+        let filler: Vec<Header> = (0..count)
+            .map(|i| Header { key: if i % 2 == 0 { String::new() } else { "k".into() }, value: "v".repeat(value_len) })
+            .collect();
+        if front {
+            f.headers.splice(0..0, filler);
+        } else {
+            f.headers.extend(filler);
+        }
+        let bytes = f.encode_to_vec();
+        // What the bound counts: each header field's key byte, length and bytes.
+        let header_bytes: usize = f.headers.iter().map(|h| {
+            let len = h.encoded_len();
+            1 + prost::encoding::encoded_len_varint(len as u64) + len
+        }).sum();
+        let within = f.headers.len() <= MAX_HEADERS && header_bytes <= MAX_HEADER_BYTES;
+        match FrameView::decode(&bytes) {
+            Ok(v) => {
+                prop_assert!(within, "{} headers, {} bytes accepted", f.headers.len(), header_bytes);
+                prop_assert_eq!(v.headers.len(), f.headers.len());
+            }
+            Err(e) => {
+                prop_assert!(!within, "refused within the bounds: {:?}", e);
+                prop_assert!(e.0.contains("headers"), "{:?}", e);
+            }
         }
     }
 }

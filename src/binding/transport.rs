@@ -4,6 +4,7 @@
 //! `FeishuTransportError`, the AbortSignal, the callback fan-out).
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ pub struct NativeTransportOptions {
     pub pong_timeout_ms: Option<f64>,
     pub close_timeout_ms: Option<f64>,
     pub max_concurrent_handlers: Option<f64>,
+    /// `handlerTimeoutMs`; 0 waits for ever (`index.js` maps `Infinity` to 0).
+    pub handler_timeout_ms: Option<f64>,
     pub dedupe: Option<bool>,
     pub dedupe_ttl_ms: Option<f64>,
     pub dedupe_max_entries: Option<f64>,
@@ -153,6 +156,9 @@ pub fn config_from_options(
     if let Some(n) = count("maxConcurrentHandlers", o.max_concurrent_handlers, 1.0)? {
         cfg.max_concurrent_handlers = n as usize;
     }
+    if let Some(d) = ms("handlerTimeoutMs", o.handler_timeout_ms)? {
+        cfg.handler_timeout = (!d.is_zero()).then_some(d);
+    }
     if o.dedupe == Some(false) {
         cfg.dedupe = None;
     } else {
@@ -214,8 +220,14 @@ pub struct NativeRunResult {
 #[napi]
 pub struct NativeTransport {
     inner: Arc<Transport>,
-    /// The event bridge of the current (or last) run; `settle*` find it here.
+    /// The event bridge of the current (or last) run; `settle*` find it here. Replaced
+    /// only when a run has really started: a refused `start()` leaves the live run's.
     bridge: Mutex<Weak<EventBridge>>,
+    /// Where every run's events take their `seq`s from: numbers are never reused, so a
+    /// late settle from an earlier run can never answer an event of the current one.
+    seqs: Arc<AtomicU64>,
+    /// This transport's entry in its environment's cleanup list, kept for its `Drop`.
+    _cleanup: super::cleanup::Registration,
 }
 
 /// Events queued for the next JavaScript call, already as JSON text.
@@ -226,9 +238,9 @@ struct Inbox {
     /// from the borrowed event, so the event costs no allocation of its own and the JS
     /// thread only copies one string.
     text: String,
-    /// The `seq`s queued in `text`: `first..next` (`take()` moves `first` up to `next`).
+    /// The first and last `seq` queued in `text` (meaningful while it is not empty).
     first: u64,
-    next: u64,
+    last: u64,
     /// A threadsafe call is queued that will take `text`.
     scheduled: bool,
     /// The connection is inside a burst (`begin_burst`): events wait for `end_burst`.
@@ -242,7 +254,7 @@ impl Inbox {
     /// True when the caller must queue the threadsafe call now: events wait, none is
     /// queued, and the connection is not inside a burst (whose end queues it).
     fn claim_call(&mut self) -> bool {
-        if self.in_burst || self.scheduled || self.next == self.first {
+        if self.in_burst || self.scheduled || self.text.is_empty() {
             return false;
         }
         self.scheduled = true;
@@ -262,6 +274,8 @@ impl Inbox {
 /// event.
 #[derive(Default)]
 struct EventBridge {
+    /// The transport's `seq` source, shared by all its runs' bridges.
+    seqs: Arc<AtomicU64>,
     inbox: Mutex<Inbox>,
     /// Queued or handed to JavaScript, not settled yet.
     waiting: Mutex<Waiting>,
@@ -282,25 +296,32 @@ impl EventBridge {
     /// Queues one event; true when the caller must queue a threadsafe call.
     fn push(&self, event: InboundEvent<'_>, reply: Reply) -> bool {
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = inbox.next;
-        inbox.next += 1;
+        let seq = self.seqs.fetch_add(1, Ordering::Relaxed);
+        if inbox.text.is_empty() {
+            inbox.first = seq;
+        }
+        inbox.last = seq;
         // Registered before the text can reach JavaScript, so a settle always finds it.
         self.lock_waiting().insert(seq, reply);
         let text = &mut inbox.text;
-        let trace_len = event.trace_id.map_or(4, str::len);
-        text.reserve(event.payload.len() + event.message_id.len() + trace_len + 48);
+        let len = |s: Option<&str>| s.map_or(4, str::len);
+        let ids = len(event.trace_id) + len(event.event_id) + len(event.event_type);
+        text.reserve(event.payload.len() + event.message_id.len() + ids + 56);
         let mut digits = [0u8; 20];
         text.push_str(if text.is_empty() { "[[" } else { ",[" });
         text.push_str(decimal(seq, &mut digits));
         text.push(',');
         push_json_string(text, event.message_id);
+        // The event id and type are the ones dedupe keyed on (core/envelope.rs has the one
+        // rule), so JavaScript never works them out again by a rule of its own.
         text.push(',');
-        match event.trace_id {
-            Some(t) => push_json_string(text, t),
-            None => text.push_str("null"),
-        }
+        push_json_opt(text, event.trace_id);
         text.push(',');
         text.push_str(decimal(event.received_at_ms, &mut digits));
+        for field in [event.event_id, event.event_type] {
+            text.push(',');
+            push_json_opt(text, field);
+        }
         text.push(',');
         // Checked by the connection to be one JSON object (`envelope_meta`, exactly as
         // strict as serde_json and so never looser than JSON.parse), so it splices in as
@@ -318,8 +339,7 @@ impl EventBridge {
         // JS thread, which also frees it after handing it over.
         let room = (inbox.text.len() + 1).min(1 << 20);
         let mut text = std::mem::replace(&mut inbox.text, String::with_capacity(room));
-        let range = (inbox.next > inbox.first).then(|| (inbox.first, inbox.next - 1));
-        inbox.first = inbox.next;
+        let range = (!text.is_empty()).then_some((inbox.first, inbox.last));
         if text.is_empty() {
             text.push('[');
         }
@@ -378,6 +398,14 @@ impl EventBridge {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         self.fail_range(range, reason);
+    }
+}
+
+/// Appends `s` as a JSON string literal, or `null`.
+fn push_json_opt(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_json_string(out, s),
+        None => out.push_str("null"),
     }
 }
 
@@ -508,18 +536,14 @@ impl NativeTransport {
         let inner = Arc::new(
             Transport::new(cfg).map_err(|e| Error::new(Code(e.code.as_str()), e.message))?,
         );
-        // If this JavaScript environment goes away (a worker terminated mid-run), stop
-        // the run so nothing calls into a dead environment.
-        let weak: Weak<Transport> = Arc::downgrade(&inner);
-        let _ = env.add_env_cleanup_hook(weak, |weak| {
-            if let Some(t) = weak.upgrade() {
-                let close = t.close(true, Some(Duration::ZERO));
-                napi::bindgen_prelude::spawn(close);
-            }
-        });
+        // If this JavaScript environment goes away (a worker terminated mid-run), the run
+        // is stopped so nothing calls into a dead environment.
+        let cleanup = super::cleanup::register(&env, Arc::downgrade(&inner));
         Ok(NativeTransport {
             inner,
             bridge: Mutex::new(Weak::new()),
+            seqs: Arc::default(),
+            _cleanup: cleanup,
         })
     }
 
@@ -537,7 +561,10 @@ impl NativeTransport {
         on_events: Function<'env, String, UnknownReturnValue>,
         on_lifecycle: Function<'env, LifecycleArgs, ()>,
     ) -> Result<PromiseRaw<'env, NativeRunResult>> {
-        let bridge = Arc::new(EventBridge::default());
+        let bridge = Arc::new(EventBridge {
+            seqs: self.seqs.clone(),
+            ..EventBridge::default()
+        });
         let drain = bridge.clone();
         let callback: EventCallback = on_events
             .build_threadsafe_function::<()>()
@@ -549,12 +576,17 @@ impl NativeTransport {
             .weak::<true>()
             .callee_handled::<false>()
             .build()?;
-        *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&bridge);
+        let weak_bridge = Arc::downgrade(&bridge);
         let handler = Arc::new(JsHandler { callback, bridge });
         let observer = Arc::new(JsObserver {
             callback: lifecycle,
         });
         let started = self.inner.start(handler, observer);
+        // The bridge belongs to the run: only a run that really started replaces the
+        // current one (a refused start() must not cut the live run off from JavaScript).
+        if started.is_ok() {
+            *self.bridge.lock().unwrap_or_else(|p| p.into_inner()) = weak_bridge;
+        }
         env.spawn_future(async move {
             let outcome = match started {
                 Err(e) => Err(e),
@@ -672,13 +704,39 @@ mod tests {
         assert_eq!(range, Some((0, 1)));
         let batch: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(batch[1][1], "m-b");
-        assert_eq!(batch[1][4]["header"]["event_id"], "b");
+        assert_eq!(batch[1][4], "b", "the event id dedupe keyed on");
+        assert_eq!(batch[1][5], serde_json::Value::Null, "no event type");
+        assert_eq!(batch[1][6]["header"]["event_id"], "b");
         // Inside a burst no event asks for a call: `end_burst` makes the one call.
         bridge.lock_inbox().in_burst = true;
         assert!(!bridge.push(event("c").as_event(), Reply::oneshot().0));
         assert!(!bridge.push(event("d").as_event(), Reply::oneshot().0));
         let inbox = bridge.lock_inbox();
-        assert!(!inbox.scheduled && inbox.next > inbox.first);
+        assert!(!inbox.scheduled && !inbox.text.is_empty());
+    }
+
+    #[test]
+    fn runs_of_one_transport_never_reuse_a_seq() {
+        let seqs = Arc::new(AtomicU64::new(0));
+        let old = EventBridge {
+            seqs: seqs.clone(),
+            ..EventBridge::default()
+        };
+        let (reply, mut old_rx) = Reply::oneshot();
+        old.push(event("a").as_event(), reply);
+        let new = EventBridge {
+            seqs,
+            ..EventBridge::default()
+        };
+        let (reply, mut new_rx) = Reply::oneshot();
+        new.push(event("b").as_event(), reply);
+        // The old run's settle for its seq 0 reaches the new bridge: it answers nothing.
+        new.settle(0, Err("late, from the old run".into()));
+        assert!(new_rx.try_recv().is_err(), "still unanswered");
+        assert_eq!(new.take().1, Some((1, 1)));
+        new.settle(1, Ok(None));
+        assert_eq!(new_rx.try_recv().unwrap(), Ok(None));
+        assert!(old_rx.try_recv().is_err());
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct TransportConfig {
     pub ping_interval: Option<Duration>,
     pub timeouts: Timeouts,
     pub max_concurrent_handlers: usize,
+    /// A handler that has not settled after this long is given up on: its event is acked
+    /// 500 (Feishu re-delivers it), its slot and its dedupe claim are freed, and its late
+    /// result is ignored. `None` waits for ever.
+    pub handler_timeout: Option<Duration>,
     pub dedupe: Option<DedupeConfig>,
     pub fragment_limits: FragmentLimits,
     pub log_level: LogLevel,
@@ -92,6 +96,10 @@ pub struct TransportConfig {
 
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
 
+/// Long enough for any handler doing real work (a model call, a slow API), short enough
+/// that a handler that will never settle gives its slot back within minutes.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl TransportConfig {
     /// A configuration with the documented defaults.
     pub fn new(app_id: impl Into<String>, app_secret: impl Into<String>, domain: Domain) -> Self {
@@ -104,6 +112,7 @@ impl TransportConfig {
             ping_interval: None,
             timeouts: Timeouts::default(),
             max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
+            handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
             dedupe: Some(DedupeConfig::default()),
             fragment_limits: FragmentLimits::default(),
             log_level: LogLevel::Info,

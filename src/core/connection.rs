@@ -186,6 +186,9 @@ pub struct SessionContext<'a> {
     pub on_server_config: &'a (dyn Fn(&ServerConfig) + Send + Sync),
     /// Called once, when the connection first proves healthy.
     pub on_healthy: &'a (dyn Fn() + Send + Sync),
+    /// Called when every handler slot fills (true: the socket is no longer read) and when
+    /// one frees again (false), so `status()` tells a full transport from an idle one.
+    pub on_backpressure: &'a (dyn Fn(bool) + Send + Sync),
 }
 
 /// Counts every dropped frame, but logs at most [`DropLog::BURST`] of them per window and
@@ -297,10 +300,52 @@ struct InFlight {
     next_token: u64,
     tx: ReplySender,
     rx: mpsc::UnboundedReceiver<Settled>,
-    /// `(token, when its slow-handler warning is due)`, in arrival order; entries whose
-    /// event was answered are skipped when they reach the front. One timer serves them
-    /// all, instead of one per event.
-    slow: VecDeque<(u64, tokio::time::Instant)>,
+    /// When each handler's slow warning is due.
+    slow: DueQueue,
+    /// When each handler is given up on (`handlerTimeoutMs`).
+    deadlines: DueQueue,
+    /// Events whose handlers were given up on, by token, with their message ids: a late
+    /// answer is logged once, then forgotten. Bounded by [`InFlight::MAX_TIMED_OUT`].
+    timed_out: SeqMap<Box<str>>,
+}
+
+/// `(token, when something is due for it)` in arrival order, which is also the order of
+/// their due times (every entry waits the same delay). Entries whose event was answered
+/// are skipped when they reach the front. One timer serves them all, instead of one per
+/// event.
+#[derive(Default)]
+struct DueQueue(VecDeque<(u64, tokio::time::Instant)>);
+
+impl DueQueue {
+    fn push(&mut self, token: u64, due: tokio::time::Instant) {
+        self.0.push_back((token, due));
+    }
+
+    /// The earliest due time, if any.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.0.front().map(|&(_, due)| due)
+    }
+
+    /// Forgets answered events at the front.
+    fn trim(&mut self, pending: &SeqMap<Pending>) {
+        while let Some(&(token, _)) = self.0.front() {
+            if pending.contains_key(&token) {
+                break;
+            }
+            self.0.pop_front();
+        }
+    }
+
+    /// The next token due by `now`, answered or not.
+    fn pop_due(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        match self.0.front() {
+            Some(&(token, due)) if due <= now => {
+                self.0.pop_front();
+                Some(token)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl InFlight {
@@ -311,28 +356,54 @@ impl InFlight {
             next_token: 0,
             tx,
             rx,
-            slow: VecDeque::new(),
+            slow: DueQueue::default(),
+            deadlines: DueQueue::default(),
+            timed_out: SeqMap::default(),
         }
     }
+
+    /// Hung handlers remembered for their late answer's log line; past this, the oldest
+    /// are not told apart from unknown tokens (their late answers go unlogged).
+    const MAX_TIMED_OUT: usize = 1024;
 
     fn len(&self) -> usize {
         self.pending.len()
     }
 
-    /// Forgets answered events at the front of the slow-warning queue.
-    fn trim_slow(&mut self) {
-        while let Some(&(token, _)) = self.slow.front() {
-            if self.pending.contains_key(&token) {
-                break;
-            }
-            self.slow.pop_front();
+    /// Forgets answered events at the front of the due queues.
+    fn trim(&mut self) {
+        self.slow.trim(&self.pending);
+        self.deadlines.trim(&self.pending);
+    }
+
+    /// Gives up on the handler of `token`: its dedupe claim is released (a re-delivery
+    /// runs the handler again) and its ack is a 500, so Feishu re-delivers. None when it
+    /// has answered meanwhile.
+    fn time_out(&mut self, token: u64, after: Duration, log: &Log) -> Option<ReadyAck> {
+        let mut p = self.pending.remove(&token)?;
+        settle_dedupe(p.guard.take(), &AckPayload::Failed, Instant::now());
+        let (id, kind) = (p.message_id(), p.event_type.as_deref().unwrap_or(""));
+        log.warn(|| format!("the handler for event {id} ({kind}) did not settle within {} ms (handlerTimeoutMs); acking 500 so Feishu re-delivers it, and freeing its slot", after.as_millis()));
+        if self.timed_out.len() >= Self::MAX_TIMED_OUT {
+            self.timed_out.clear();
         }
+        self.timed_out.insert(token, id.into());
+        let biz_rt = p.started.elapsed().as_millis() as u64;
+        Some(ReadyAck {
+            frame: p.ack.encode(biz_rt, &AckPayload::Failed),
+            ok: false,
+        })
     }
 
     /// Turns one answer into the ack to write (None for an unknown token), settling
     /// dedupe on the way.
     fn settle(&mut self, token: u64, answer: Answer, log: &Log) -> Option<ReadyAck> {
-        let mut p = self.pending.remove(&token)?;
+        let Some(mut p) = self.pending.remove(&token) else {
+            if let Some(id) = self.timed_out.remove(&token) {
+                log.info(|| format!("the handler for event {id} settled after it was timed out; its result is ignored (the event was acked 500 and is re-delivered)"));
+            }
+            return None;
+        };
         // One clock read serves dedupe and `biz_rt`.
         let now = Instant::now();
         let payload = p.conclude(answer, log, now);
@@ -446,6 +517,7 @@ pub async fn run_session(
         inflight: InFlight::new(),
         unflushed: false,
         event_types: EventTypes::default(),
+        backpressure: false,
     };
     let end = session.run(&mut sink, &mut stream, control).await;
     session.inflight.hand_off(&log);
@@ -465,6 +537,9 @@ struct Session<'a> {
     /// Acks were fed to the sink and not flushed yet.
     unflushed: bool,
     event_types: EventTypes,
+    /// Every handler slot is busy and the socket is not read (reported through
+    /// `on_backpressure` on every change).
+    backpressure: bool,
 }
 
 /// Ends a read burst ([`EventHandler::end_burst`]) when dropped, so every way out of the
@@ -504,6 +579,7 @@ impl Session<'_> {
         let mut last_ping_at: Option<tokio::time::Instant> = None;
         let mut pong_deadline: Option<tokio::time::Instant> = None;
         let mut slow_armed = false;
+        let mut deadline_armed = false;
 
         // The timers live across turns of the loop and are reset only when their deadline
         // changes: a `sleep_until` made afresh in every turn registers with and leaves the
@@ -513,12 +589,14 @@ impl Session<'_> {
         let expiry_timer = tokio::time::sleep(EXPIRY_TICK);
         let drain_timer = tokio::time::sleep(Duration::from_secs(86_400));
         let slow_timer = tokio::time::sleep(Duration::from_secs(86_400));
+        let deadline_timer = tokio::time::sleep(Duration::from_secs(86_400));
         tokio::pin!(
             ping_timer,
             pong_timer,
             expiry_timer,
             drain_timer,
-            slow_timer
+            slow_timer,
+            deadline_timer
         );
 
         // Set by a graceful close: no more reads, pings or liveness checks; leave when every
@@ -548,12 +626,20 @@ impl Session<'_> {
                 }
             }
             if !slow_armed {
-                if let Some(&(_, due)) = self.inflight.slow.front() {
+                if let Some(due) = self.inflight.slow.next_due() {
                     slow_timer.as_mut().reset(due);
                     slow_armed = true;
                 }
             }
-            let reading = draining.is_none() && self.inflight.len() < cfg.max_concurrent_handlers;
+            if !deadline_armed {
+                if let Some(due) = self.inflight.deadlines.next_due() {
+                    deadline_timer.as_mut().reset(due);
+                    deadline_armed = true;
+                }
+            }
+            let saturated = self.inflight.len() >= cfg.max_concurrent_handlers;
+            self.note_backpressure(draining.is_none() && saturated);
+            let reading = draining.is_none() && !saturated;
             tokio::select! {
                 biased;
                 ctrl = control.recv() => match ctrl {
@@ -588,7 +674,7 @@ impl Session<'_> {
                             }
                         }
                     }
-                    self.inflight.trim_slow();
+                    self.inflight.trim();
                 }
                 msg = stream.next(), if reading => {
                     // Any inbound traffic proves the peer alive (as the Node SDK's pingTimeout does).
@@ -673,6 +759,12 @@ impl Session<'_> {
                     slow_armed = false;
                     self.warn_slow(cfg.slow_handler_warning);
                 }
+                () = &mut deadline_timer, if deadline_armed => {
+                    deadline_armed = false;
+                    if let Err(e) = self.time_out_handlers(sink).await {
+                        lost!(self.healthy, ErrorCode::Disconnected, "writing an ack failed: {e}");
+                    }
+                }
                 () = &mut drain_timer, if draining.is_some() => {}
             }
         }
@@ -698,17 +790,47 @@ impl Session<'_> {
     /// events not acked within 3 s).
     fn warn_slow(&mut self, slow_after: Duration) {
         let now = tokio::time::Instant::now();
-        while let Some(&(token, due)) = self.inflight.slow.front() {
-            if due > now {
-                break;
-            }
-            self.inflight.slow.pop_front();
+        while let Some(token) = self.inflight.slow.pop_due(now) {
             if let Some(p) = self.inflight.pending.get(&token) {
                 let (id, kind) = (p.message_id(), p.event_type.as_deref().unwrap_or(""));
                 self.ctx.log.warn(|| format!("the handler for event {id} ({kind}) has run for {} ms; Feishu re-delivers events not acked within 3 s", slow_after.as_millis()));
             }
         }
-        self.inflight.trim_slow();
+        self.inflight.trim();
+    }
+
+    /// Acks 500 every event whose handler has run past `handlerTimeoutMs`, freeing its
+    /// slot (see [`InFlight::time_out`]).
+    async fn time_out_handlers(&mut self, sink: &mut WsSink) -> Result<(), tungstenite::Error> {
+        let Some(after) = self.ctx.cfg.handler_timeout else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        while let Some(token) = self.inflight.deadlines.pop_due(now) {
+            if let Some(ack) = self.inflight.time_out(token, after, self.ctx.log) {
+                Counters::bump(&self.ctx.status.counters.handler_timeouts);
+                self.write_ack(sink, ack).await?;
+            }
+        }
+        self.inflight.trim();
+        Ok(())
+    }
+
+    /// Reports a change of backpressure: logged, and shown by `status()`/`onStatus`.
+    fn note_backpressure(&mut self, on: bool) {
+        if on == self.backpressure {
+            return;
+        }
+        self.backpressure = on;
+        let (n, tag) = (self.ctx.cfg.max_concurrent_handlers, &self.conn_tag);
+        if on {
+            self.ctx.log.warn(|| format!("all {n} handler slots are busy: the socket is not read until a handler settles (maxConcurrentHandlers){tag}"));
+        } else {
+            self.ctx
+                .log
+                .info(|| format!("a handler slot is free again: reading resumes{tag}"));
+        }
+        (self.ctx.on_backpressure)(on);
     }
 
     /// Handles one inbound message. `Ok(Some(true))`: a pong changed the server config.
@@ -917,9 +1039,12 @@ impl Session<'_> {
                     let status = self.ctx.status.clone();
                     let dedupe = d.clone();
                     let log = self.ctx.log.clone();
+                    let timeout = self.ctx.cfg.handler_timeout;
                     tokio::spawn(async move {
-                        let answer =
-                            await_first_delivery(h, event, &dedupe, &handler, &status, &log).await;
+                        let answer = await_first_delivery(
+                            h, event, &dedupe, &handler, &status, &log, timeout,
+                        )
+                        .await;
                         let _ = tx.send(Settled::One(token, answer));
                     });
                     return None;
@@ -952,8 +1077,14 @@ impl Session<'_> {
                 event_type,
             },
         );
-        let due = tokio::time::Instant::from_std(started) + self.ctx.cfg.slow_handler_warning;
-        self.inflight.slow.push_back((token, due));
+        let started = tokio::time::Instant::from_std(started);
+        let cfg = self.ctx.cfg;
+        self.inflight
+            .slow
+            .push(token, started + cfg.slow_handler_warning);
+        if let Some(after) = cfg.handler_timeout {
+            self.inflight.deadlines.push(token, started + after);
+        }
     }
 }
 
@@ -966,6 +1097,7 @@ async fn await_first_delivery(
     handler: &Arc<dyn EventHandler>,
     status: &Arc<StatusStore>,
     log: &Log,
+    timeout: Option<Duration>,
 ) -> Answer {
     loop {
         if let Some(v) = wait.wait().await {
@@ -983,7 +1115,19 @@ async fn await_first_delivery(
                 let (reply, rx) = Reply::oneshot();
                 let (message_id, event_type) = (event.message_id.clone(), event.event_type.clone());
                 handler.handle(event.as_event(), reply);
-                let result = rx.await.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string()));
+                // Bounded like the session's own handlers, so a hung handler cannot hold
+                // the dedupe claim for ever (the session acks this delivery 500 itself).
+                let answered = match timeout {
+                    Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| t),
+                    None => Ok(rx.await),
+                };
+                let result = match answered {
+                    Ok(r) => r.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string())),
+                    Err(t) => Err(format!(
+                        "the handler did not settle within {} ms (handlerTimeoutMs)",
+                        t.as_millis()
+                    )),
+                };
                 // Concluded here, since the session's entry for this delivery owns no guard.
                 let payload = ack_payload(result, || &message_id, event_type.as_deref(), log);
                 settle_dedupe(Some(guard), &payload, Instant::now());

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     ProtocolError,
     ReconnectExhausted,
     AlreadyStarted,
+    /// A bug in the transport (a Rust panic), caught so that `start()` still settles.
+    Internal,
 }
 
 impl ErrorCode {
@@ -41,6 +43,7 @@ impl ErrorCode {
             ErrorCode::ProtocolError => "PROTOCOL_ERROR",
             ErrorCode::ReconnectExhausted => "RECONNECT_EXHAUSTED",
             ErrorCode::AlreadyStarted => "ALREADY_STARTED",
+            ErrorCode::Internal => "INTERNAL",
         }
     }
 }

@@ -59,13 +59,28 @@ impl Headers for FrameView<'_> {
 /// prost's nesting limit (`prost::RECURSION_LIMIT`), which bounds groups in unknown fields.
 const RECURSION_LIMIT: u32 = 100;
 
+/// The most headers a frame may carry. Feishu's carry fewer than ten; without a bound, a
+/// 16 MB frame of empty headers decodes into 8 million of them (hundreds of MB) and an
+/// ack that echoes them all.
+pub const MAX_HEADERS: usize = 256;
+/// The most bytes a frame's headers may take, their encoding included.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 impl<'a> FrameView<'a> {
     /// Decodes one WebSocket message without copying it. Accepts and rejects exactly
     /// what [`Frame::decode_bytes`] does (a property test holds the two together), with
     /// the same error: any failure is decoded again by `Frame` for its message.
+    ///
+    /// One rule prost does not have: a frame with more than [`MAX_HEADERS`] headers or
+    /// [`MAX_HEADER_BYTES`] of them is refused as soon as the bound is passed, before
+    /// anything is allocated for the rest.
     pub fn decode(bytes: &'a [u8]) -> Result<FrameView<'a>, DecodeError> {
-        match FrameView::read(bytes) {
+        let mut oversized = false;
+        match FrameView::read(bytes, &mut oversized) {
             Some(v) => Ok(v),
+            None if oversized => Err(DecodeError(format!(
+                "the frame carries more than {MAX_HEADERS} headers or {MAX_HEADER_BYTES} bytes of them"
+            ))),
             _ => Err(Frame::decode_bytes(bytes)
                 .err()
                 .unwrap_or_else(|| DecodeError("undecodable frame".into()))),
@@ -75,12 +90,13 @@ impl<'a> FrameView<'a> {
     /// prost's rules for `pbbp2.Frame`, on a slice: the last of a repeated scalar wins,
     /// headers accumulate, unknown fields are skipped, a wrong wire type, a length past
     /// the end or a `string` field (any occurrence) that is not UTF-8 fails. `None`
-    /// wherever prost fails.
-    fn read(mut buf: &'a [u8]) -> Option<FrameView<'a>> {
+    /// wherever prost fails, and (with `oversized` set) past the header bounds.
+    fn read(mut buf: &'a [u8], oversized: &mut bool) -> Option<FrameView<'a>> {
         let mut v = FrameView {
             headers: Vec::with_capacity(8),
             ..FrameView::default()
         };
+        let mut header_bytes = 0;
         while !buf.is_empty() {
             let (tag, wire_type) = decode_key(&mut buf).ok()?;
             match tag {
@@ -89,9 +105,17 @@ impl<'a> FrameView<'a> {
                 // prost reads an int32 as a varint truncated to 32 bits.
                 3 => v.service = varint(wire_type, &mut buf)? as i32,
                 4 => v.method = varint(wire_type, &mut buf)? as i32,
-                5 => v
-                    .headers
-                    .push(read_header(delimited(wire_type, &mut buf)?)?),
+                5 => {
+                    let before = buf.len();
+                    let header = delimited(wire_type, &mut buf)?;
+                    // The field's one-byte key (read already), its length and its bytes.
+                    header_bytes += 1 + before - buf.len();
+                    if v.headers.len() == MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+                        *oversized = true;
+                        return None;
+                    }
+                    v.headers.push(read_header(header)?);
+                }
                 // `string` fields: prost checks every occurrence, not only the last.
                 6 => v.payload_encoding = Some(utf8(delimited(wire_type, &mut buf)?)?),
                 7 => v.payload_type = Some(utf8(delimited(wire_type, &mut buf)?)?),

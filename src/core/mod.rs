@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod envelope;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod fragments;
 pub mod frame;
 pub mod frame_view;

@@ -72,6 +72,8 @@ pub struct CountersSnapshot {
     pub duplicates: u64,
     pub reconnects: u64,
     pub dropped_frames: u64,
+    /// Handlers that did not settle within `handlerTimeoutMs` (each acked 500).
+    pub handler_timeouts: u64,
 }
 
 /// What `status()` returns (DESIGN.md `TransportStatus`). Times are ms since the epoch.
@@ -89,6 +91,10 @@ pub struct StatusSnapshot {
     pub next_retry_at: Option<f64>,
     pub last_error: Option<ErrorSummary>,
     pub server: Option<ServerSummary>,
+    /// Every handler slot is busy, so the socket is not read until one settles: events
+    /// wait on the server (and are re-delivered if they wait too long). Never true while
+    /// the transport is idle, so a full transport cannot pass for a quiet one.
+    pub backpressure: bool,
     pub counters: CountersSnapshot,
 }
 
@@ -101,6 +107,7 @@ pub struct Counters {
     pub duplicates: AtomicU64,
     pub reconnects: AtomicU64,
     pub dropped_frames: AtomicU64,
+    pub handler_timeouts: AtomicU64,
     /// ms since the epoch; 0 = never.
     pub last_event_at: AtomicU64,
     pub last_pong_at: AtomicU64,
@@ -121,6 +128,7 @@ impl Counters {
             duplicates: g(&self.duplicates),
             reconnects: g(&self.reconnects),
             dropped_frames: g(&self.dropped_frames),
+            handler_timeouts: g(&self.handler_timeouts),
         }
     }
 }
@@ -136,6 +144,8 @@ pub struct Lifecycle {
     pub next_retry_at: Option<f64>,
     pub last_error: Option<ErrorSummary>,
     pub server: Option<ServerSummary>,
+    /// See [`StatusSnapshot::backpressure`]; set by the live session.
+    pub backpressure: bool,
 }
 
 pub struct StatusStore {
@@ -156,6 +166,7 @@ impl Default for StatusStore {
                 next_retry_at: None,
                 last_error: None,
                 server: None,
+                backpressure: false,
             }),
         }
     }
@@ -198,6 +209,7 @@ impl StatusStore {
             next_retry_at: l.next_retry_at,
             last_error: l.last_error.clone(),
             server: l.server.clone(),
+            backpressure: l.backpressure,
             counters: self.counters.snapshot(),
         }
     }

@@ -4,10 +4,12 @@
 //! it always settles.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 
 use super::config::TransportConfig;
@@ -134,8 +136,34 @@ impl Transport {
             id,
             done: done_tx,
         };
+        let (status, observer, log) = (self.status.clone(), run.observer.clone(), run.log.clone());
         Ok(async move {
-            let outcome = run.run().await;
+            // A panic is a bug, but it must not leave start() unsettled or settle it with
+            // something other than a FeishuTransportError: it ends the run as INTERNAL.
+            let outcome = AssertUnwindSafe(run.run())
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let error = TransportError::terminal(
+                        ErrorCode::Internal,
+                        format!("the transport stopped on an internal error (a bug; please report it): {what}"),
+                    );
+                    log.error(|| format!("giving up: {error}"));
+                    observer.status(&status.update(|l| {
+                        l.state = State::Failed;
+                        l.connection_id = None;
+                        l.next_retry_at = None;
+                        l.backpressure = false;
+                        l.last_error = Some((&error).into());
+                    }));
+                    observer.error(&error);
+                    Err(error)
+                });
             // Release the slot before the outcome is delivered, so code reacting to the
             // settled start() may call start() again at once.
             drop(guard);
@@ -288,6 +316,7 @@ impl Run {
     }
 
     async fn run(mut self) -> RunOutcome {
+        super::faults::maybe_panic_in_run();
         let user_agent = self.cfg.user_agent_header();
         let mut server = ServerConfig::default();
         let mut attempt: u32 = 0;
@@ -367,6 +396,10 @@ impl Run {
                     let on_healthy = move || {
                         status.update(|l| l.attempt = 0);
                     };
+                    let (status, observer) = (self.status.clone(), self.observer.clone());
+                    let on_backpressure = move |on: bool| {
+                        observer.status(&status.update(|l| l.backpressure = on));
+                    };
                     let ctx = SessionContext {
                         cfg: &cfg,
                         status: &self.status,
@@ -376,12 +409,15 @@ impl Run {
                         server: &mut server,
                         on_server_config: &on_server_config,
                         on_healthy: &on_healthy,
+                        on_backpressure: &on_backpressure,
                     };
                     let end = run_session(ws, &endpoint, ctx, &mut self.control).await;
                     let now = now_ms() as f64;
                     self.status.update(|l| {
                         l.last_disconnected_at = Some(now);
                         l.connection_id = None;
+                        // The socket it held back is gone; nothing waits on a slot now.
+                        l.backpressure = false;
                     });
                     match end {
                         SessionEnd::Stopped { aborted } => {

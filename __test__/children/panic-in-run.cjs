@@ -1,0 +1,43 @@
+// A run that panics (the test-only fault, armed by FEISHU_TRANSPORT_TEST_FAULTS=1) must
+// settle start() with a FeishuTransportError, report it, and leave the transport usable.
+const { FeishuTransport, FeishuEmulator } = require('../..')
+const { __testPanicNextRun } = require('../../native.js')
+
+async function main() {
+  const emulator = await FeishuEmulator.start()
+  const options = (extra) => ({
+    appId: emulator.appId,
+    appSecret: emulator.appSecret,
+    domain: emulator.domain,
+    proxy: null,
+    logLevel: 'silent',
+    onEvent() {},
+    ...extra,
+  })
+  const errors = []
+  const t = new FeishuTransport(options({ onError: (e) => errors.push(e.code) }))
+  const armed = __testPanicNextRun()
+  const err = await t.start().then(() => null, (e) => e)
+  const out = {
+    armed,
+    name: err && err.name,
+    code: err && err.code,
+    terminal: err && err.terminal,
+    state: t.status().state,
+    onError: errors.join(','),
+  }
+  let ready
+  const t2ready = new Promise((r) => { ready = r })
+  const again = new FeishuTransport(options({ onReady: () => ready() }))
+  const running = again.start()
+  await t2ready
+  await again.close()
+  out.again = (await running).reason
+  await emulator.close()
+  console.log(JSON.stringify(out))
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})
