@@ -5,7 +5,6 @@
 //! handler that finishes later has nowhere to send its ack, so an ack can never leak onto
 //! the next socket (the event is re-delivered there instead).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,19 +16,16 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::config::{LogLevel, TransportConfig};
+use super::ack::{ack_payload, settle_dedupe, Answer, InFlight, Pending, ReadyAck, Settled};
+use super::config::TransportConfig;
 use super::dedupe::{Begin, Dedupe, DedupeGuard, WaitHandle};
 use super::endpoint::{Endpoint, ServerConfig};
 use super::error::{ErrorCode, TransportError};
-use super::events::{
-    envelope_meta, EventHandler, HandlerResult, InboundEvent, OwnedEvent, Reply, ReplySender,
-    REPLY_DROPPED,
-};
+use super::events::{envelope_meta, EventHandler, InboundEvent, OwnedEvent, Reply, REPLY_DROPPED};
 use super::fragments::Assembler;
 use super::frame::{frame_type, header_key, AckPayload, Frame, METHOD_CONTROL, METHOD_DATA};
 use super::frame_view::{AckTemplate, FrameView, Headers};
 use super::log::Log;
-use super::seqmap::SeqMap;
 use super::status::{now_ms, Counters, StatusStore};
 
 /// The socket: TLS (for `wss`) over TCP or over a proxy tunnel; see [`super::net`].
@@ -230,229 +226,6 @@ impl DropLog {
     }
 }
 
-/// What arrives in a session's answer queue for one event (by token).
-pub(crate) enum Answer {
-    /// The handler's own result.
-    Handler(HandlerResult),
-    /// A result known without running the handler here (a re-delivery that waited for
-    /// the same event in flight; dedupe is settled already).
-    Known(AckPayload),
-}
-
-/// What a session's answer queue carries.
-pub(crate) enum Settled {
-    /// One event's answer, by token.
-    One(u64, Answer),
-    /// Events whose handlers all returned nothing (bare 200s), answered together
-    /// ([`Reply::send_all_ok`]).
-    Ok(Vec<u64>),
-}
-
-impl Settled {
-    /// The answers, one per event, in the order they were given.
-    fn into_answers(self) -> impl Iterator<Item = (u64, Answer)> {
-        let (one, many) = match self {
-            Settled::One(token, answer) => (Some((token, answer)), Vec::new()),
-            Settled::Ok(tokens) => (None, tokens),
-        };
-        one.into_iter().chain(
-            many.into_iter()
-                .map(|token| (token, Answer::Handler(Ok(None)))),
-        )
-    }
-}
-
-/// One event whose handler has not answered yet.
-struct Pending {
-    /// What the ack echoes of the frame that completed the message.
-    ack: AckTemplate,
-    /// Set when this delivery owns the event in dedupe.
-    guard: Option<DedupeGuard<AckPayload>>,
-    started: Instant,
-    /// For log lines only; shared by every event of its type (see [`EventTypes`]).
-    event_type: Option<Arc<str>>,
-}
-
-impl Pending {
-    fn message_id(&self) -> &str {
-        self.ack.message_id()
-    }
-
-    /// The ack payload `answer` becomes (a failure is logged); dedupe learns it, as of
-    /// `now`.
-    fn conclude(&mut self, answer: Answer, log: &Log, now: Instant) -> AckPayload {
-        let payload = match answer {
-            Answer::Known(v) => v,
-            Answer::Handler(r) => {
-                ack_payload(r, || self.ack.message_id(), self.event_type.as_deref(), log)
-            }
-        };
-        settle_dedupe(self.guard.take(), &payload, now);
-        payload
-    }
-}
-
-/// The events of one session whose handlers have not answered, and the queue their
-/// answers arrive on. Answers are keyed by a token the session hands out, so an answer
-/// meant for another session can never be confused with one of ours.
-struct InFlight {
-    pending: SeqMap<Pending>,
-    next_token: u64,
-    tx: ReplySender,
-    rx: mpsc::UnboundedReceiver<Settled>,
-    /// When each handler's slow warning is due.
-    slow: DueQueue,
-    /// When each handler is given up on (`handlerTimeoutMs`).
-    deadlines: DueQueue,
-    /// Events whose handlers were given up on, by token, with their message ids: a late
-    /// answer is logged once, then forgotten. Bounded by [`InFlight::MAX_TIMED_OUT`].
-    timed_out: SeqMap<Box<str>>,
-}
-
-/// `(token, when something is due for it)` in arrival order, which is also the order of
-/// their due times (every entry waits the same delay). Entries whose event was answered
-/// are skipped when they reach the front. One timer serves them all, instead of one per
-/// event.
-#[derive(Default)]
-struct DueQueue(VecDeque<(u64, tokio::time::Instant)>);
-
-impl DueQueue {
-    fn push(&mut self, token: u64, due: tokio::time::Instant) {
-        self.0.push_back((token, due));
-    }
-
-    /// The earliest due time, if any.
-    fn next_due(&self) -> Option<tokio::time::Instant> {
-        self.0.front().map(|&(_, due)| due)
-    }
-
-    /// Forgets answered events at the front.
-    fn trim(&mut self, pending: &SeqMap<Pending>) {
-        while let Some(&(token, _)) = self.0.front() {
-            if pending.contains_key(&token) {
-                break;
-            }
-            self.0.pop_front();
-        }
-    }
-
-    /// The next token due by `now`, answered or not.
-    fn pop_due(&mut self, now: tokio::time::Instant) -> Option<u64> {
-        match self.0.front() {
-            Some(&(token, due)) if due <= now => {
-                self.0.pop_front();
-                Some(token)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl InFlight {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        InFlight {
-            pending: SeqMap::default(),
-            next_token: 0,
-            tx,
-            rx,
-            slow: DueQueue::default(),
-            deadlines: DueQueue::default(),
-            timed_out: SeqMap::default(),
-        }
-    }
-
-    /// Hung handlers remembered for their late answer's log line; past this, the oldest
-    /// are not told apart from unknown tokens (their late answers go unlogged).
-    const MAX_TIMED_OUT: usize = 1024;
-
-    fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Forgets answered events at the front of the due queues.
-    fn trim(&mut self) {
-        self.slow.trim(&self.pending);
-        self.deadlines.trim(&self.pending);
-    }
-
-    /// Gives up on the handler of `token`: its dedupe claim is released (a re-delivery
-    /// runs the handler again) and its ack is a 500, so Feishu re-delivers. None when it
-    /// has answered meanwhile.
-    fn time_out(&mut self, token: u64, after: Duration, log: &Log) -> Option<ReadyAck> {
-        let mut p = self.pending.remove(&token)?;
-        settle_dedupe(p.guard.take(), &AckPayload::Failed, Instant::now());
-        let (id, kind) = (p.message_id(), p.event_type.as_deref().unwrap_or(""));
-        log.warn(|| format!("the handler for event {id} ({kind}) did not settle within {} ms (handlerTimeoutMs); acking 500 so Feishu re-delivers it, and freeing its slot", after.as_millis()));
-        if self.timed_out.len() >= Self::MAX_TIMED_OUT {
-            self.timed_out.clear();
-        }
-        self.timed_out.insert(token, id.into());
-        let biz_rt = p.started.elapsed().as_millis() as u64;
-        Some(ReadyAck {
-            frame: p.ack.encode(biz_rt, &AckPayload::Failed),
-            ok: false,
-        })
-    }
-
-    /// Turns one answer into the ack to write (None for an unknown token), settling
-    /// dedupe on the way.
-    fn settle(&mut self, token: u64, answer: Answer, log: &Log) -> Option<ReadyAck> {
-        let Some(mut p) = self.pending.remove(&token) else {
-            if let Some(id) = self.timed_out.remove(&token) {
-                log.info(|| format!("the handler for event {id} settled after it was timed out; its result is ignored (the event was acked 500 and is re-delivered)"));
-            }
-            return None;
-        };
-        // One clock read serves dedupe and `biz_rt`.
-        let now = Instant::now();
-        let payload = p.conclude(answer, log, now);
-        let biz_rt = now.saturating_duration_since(p.started).as_millis() as u64;
-        let ok = payload != AckPayload::Failed;
-        Some(ReadyAck {
-            frame: p.ack.encode(biz_rt, &payload),
-            ok,
-        })
-    }
-
-    /// The session is over. Events still in flight will not be acked on this socket
-    /// (Feishu re-delivers them), but their handlers still run: a task waits for the
-    /// answers of the events this session owns in dedupe, so a re-delivery arriving on
-    /// the next socket gets the outcome instead of running the handler again.
-    fn hand_off(self, log: &Log) {
-        let InFlight {
-            pending,
-            tx,
-            mut rx,
-            ..
-        } = self;
-        drop(tx);
-        let mut owned: SeqMap<Pending> = pending
-            .into_iter()
-            .filter(|(_, p)| p.guard.is_some())
-            .collect();
-        if owned.is_empty() {
-            return;
-        }
-        let log = log.clone();
-        tokio::spawn(async move {
-            while !owned.is_empty() {
-                // None: every reply is gone; the guards fail as they drop.
-                let Some(settled) = rx.recv().await else {
-                    break;
-                };
-                for (token, answer) in settled.into_answers() {
-                    if let Some(mut p) = owned.remove(&token) {
-                        p.conclude(answer, &log, Instant::now());
-                        let message_id = p.message_id();
-                        log.debug(|| format!("the connection of event {message_id} is gone; its ack is dropped and Feishu will re-deliver it"));
-                    }
-                }
-            }
-        });
-    }
-}
-
 /// The event types a session has seen, each allocated once: an event in flight keeps
 /// its type for log lines, and a bot receives a handful of types, so a shared `Arc`
 /// replaces a `String` per event. Past [`EventTypes::MAX`] distinct types, new ones are
@@ -474,13 +247,6 @@ impl EventTypes {
         }
         Some(new)
     }
-}
-
-/// A finished handler's ack, ready to write.
-struct ReadyAck {
-    /// The encoded frame.
-    frame: Vec<u8>,
-    ok: bool,
 }
 
 const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
@@ -1133,39 +899,6 @@ async fn await_first_delivery(
                 settle_dedupe(Some(guard), &payload, Instant::now());
                 return Answer::Known(payload);
             }
-        }
-    }
-}
-
-/// The ack a handler's result becomes; a failure is logged.
-fn ack_payload<'m>(
-    result: HandlerResult,
-    // Only a failure's log line needs it.
-    message_id: impl FnOnce() -> &'m str,
-    event_type: Option<&str>,
-    log: &Log,
-) -> AckPayload {
-    match result {
-        Ok(None) => AckPayload::Ok,
-        Ok(Some(json)) => AckPayload::OkWithData(json.into_bytes()),
-        Err(reason) => {
-            let message_id = message_id();
-            let event_type = event_type.unwrap_or("");
-            log.emit(
-                LogLevel::Error,
-                format!("the handler for event {message_id} ({event_type}) failed; acking 500 so Feishu re-delivers: {reason}"),
-            );
-            AckPayload::Failed
-        }
-    }
-}
-
-/// Remembers a success for re-deliveries; a failure is never remembered.
-fn settle_dedupe(guard: Option<DedupeGuard<AckPayload>>, payload: &AckPayload, now: Instant) {
-    if let Some(guard) = guard {
-        match payload {
-            AckPayload::Failed => guard.fail(),
-            ok => guard.succeed(ok.clone(), now),
         }
     }
 }

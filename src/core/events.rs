@@ -1,16 +1,11 @@
-//! What the core hands to its embedder: events to handle, and lifecycle notifications.
-//! The napi binding implements both traits; Rust tests implement them in memory.
+//! What the core hands to its embedder: events to handle (this module), the answer to
+//! each ([`Reply`], in `ack.rs`) and lifecycle notifications ([`Observer`], in
+//! `observer.rs`). The napi binding implements the traits; Rust tests implement them in
+//! memory.
 
-use std::time::Duration;
-
-use tokio::sync::{mpsc, oneshot};
-
+pub use super::ack::{HandlerResult, Reply, REPLY_DROPPED};
 pub use super::envelope::{envelope_meta, EnvelopeError, EnvelopeMeta};
-
-use super::config::LogLevel;
-use super::connection::{Answer, Settled};
-use super::error::TransportError;
-use super::status::StatusSnapshot;
+pub use super::observer::Observer;
 
 /// One complete event, reassembled and checked to be UTF-8 JSON, as the handler sees it:
 /// borrowed from the connection's buffers for the duration of [`EventHandler::handle`].
@@ -69,10 +64,6 @@ impl OwnedEvent {
     }
 }
 
-/// The handler's verdict: `Ok(Some(json))` becomes the ack's base64 `data`, `Ok(None)` a
-/// bare 200, `Err(reason)` a 500 (and Feishu re-delivers).
-pub type HandlerResult = Result<Option<String>, String>;
-
 /// Receives events. `handle` is called on the connection's task, in arrival order, and
 /// must not block: it starts the work and answers through `reply` later, from any thread.
 /// Answering through a handle rather than returning a future keeps the hot path free of
@@ -90,152 +81,9 @@ pub trait EventHandler: Send + Sync + 'static {
     fn end_burst(&self) {}
 }
 
-/// Where a session collects its handlers' answers, by token.
-pub(crate) type ReplySender = mpsc::UnboundedSender<Settled>;
-
-/// The answer to one event. Dropping it unanswered counts as a failure (a 500 ack, and
-/// Feishu re-delivers), so an embedder that loses an event cannot leave it hanging.
-pub struct Reply {
-    target: Option<ReplyTarget>,
-}
-
-enum ReplyTarget {
-    Session(ReplySender, u64),
-    Once(oneshot::Sender<HandlerResult>),
-}
-
-/// The reason given when a [`Reply`] is dropped unanswered.
-pub const REPLY_DROPPED: &str = "the handler went away before it answered";
-
-impl Reply {
-    pub(crate) fn session(tx: ReplySender, token: u64) -> Reply {
-        Reply {
-            target: Some(ReplyTarget::Session(tx, token)),
-        }
-    }
-
-    /// A reply whose answer arrives on the returned receiver.
-    pub fn oneshot() -> (Reply, oneshot::Receiver<HandlerResult>) {
-        let (tx, rx) = oneshot::channel();
-        let reply = Reply {
-            target: Some(ReplyTarget::Once(tx)),
-        };
-        (reply, rx)
-    }
-
-    /// Answers the event. If its connection is gone meanwhile, nothing is acked and
-    /// Feishu re-delivers it (dedupe still learns the outcome).
-    pub fn send(mut self, result: HandlerResult) {
-        self.deliver(result);
-    }
-
-    /// Answers every reply with a bare 200, as `send(Ok(None))` on each would, but with
-    /// one message per run of replies bound for the same session instead of one per
-    /// event: each message costs the answering thread and the session a round of atomic
-    /// operations on the queue's shared state.
-    pub fn send_all_ok(replies: impl IntoIterator<Item = Reply>) {
-        let mut run: Option<(ReplySender, Vec<u64>)> = None;
-        for mut reply in replies {
-            match reply.target.take() {
-                Some(ReplyTarget::Session(tx, token)) => match &mut run {
-                    Some((to, tokens)) if to.same_channel(&tx) => tokens.push(token),
-                    _ => {
-                        if let Some((to, tokens)) = run.replace((tx, vec![token])) {
-                            let _ = to.send(Settled::Ok(tokens));
-                        }
-                    }
-                },
-                Some(ReplyTarget::Once(tx)) => {
-                    let _ = tx.send(Ok(None));
-                }
-                None => {}
-            }
-        }
-        if let Some((to, tokens)) = run {
-            let _ = to.send(Settled::Ok(tokens));
-        }
-    }
-
-    fn deliver(&mut self, result: HandlerResult) {
-        match self.target.take() {
-            Some(ReplyTarget::Session(tx, token)) => {
-                let _ = tx.send(Settled::One(token, Answer::Handler(result)));
-            }
-            Some(ReplyTarget::Once(tx)) => {
-                let _ = tx.send(result);
-            }
-            None => {}
-        }
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if self.target.is_some() {
-            self.deliver(Err(REPLY_DROPPED.to_string()));
-        }
-    }
-}
-
-/// Lifecycle notifications; every method defaults to doing nothing.
-pub trait Observer: Send + Sync + 'static {
-    /// The first connection of this run is up.
-    fn ready(&self) {}
-    /// A retry is scheduled after `delay`.
-    fn reconnecting(&self, _attempt: u32, _delay: Duration, _error: Option<&TransportError>) {}
-    /// A later connection of this run is up.
-    fn reconnected(&self) {}
-    /// Every failure, recoverable or terminal.
-    fn error(&self, _error: &TransportError) {}
-    /// Every state transition.
-    fn status(&self, _status: &StatusSnapshot) {}
-    /// A log line, already filtered by level, single-line and redacted.
-    fn log(&self, _level: LogLevel, _message: &str) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What a session's queue received: per message, each event's token and result.
-    fn drain(rx: &mut mpsc::UnboundedReceiver<Settled>) -> Vec<Vec<(u64, HandlerResult)>> {
-        let mut messages = Vec::new();
-        while let Ok(settled) = rx.try_recv() {
-            let answers = match settled {
-                Settled::One(token, Answer::Handler(r)) => vec![(token, r)],
-                Settled::One(..) => panic!("a known answer"),
-                Settled::Ok(tokens) => tokens.into_iter().map(|t| (t, Ok(None))).collect(),
-            };
-            messages.push(answers);
-        }
-        messages
-    }
-
-    #[test]
-    fn send_all_ok_answers_each_reply_once_with_one_message_per_run() {
-        let (a, mut a_rx) = mpsc::unbounded_channel();
-        let (b, mut b_rx) = mpsc::unbounded_channel();
-        let (once, mut once_rx) = Reply::oneshot();
-        let replies = vec![
-            Reply::session(a.clone(), 1),
-            Reply::session(a.clone(), 2),
-            Reply::session(b.clone(), 7),
-            once,
-            Reply::session(a.clone(), 3),
-        ];
-        Reply::send_all_ok(replies);
-        // Runs for the same session keep their order; nothing is answered twice (a
-        // reply dropped unanswered would add a failure).
-        assert_eq!(
-            drain(&mut a_rx),
-            vec![vec![(1, Ok(None)), (2, Ok(None))], vec![(3, Ok(None))]]
-        );
-        assert_eq!(drain(&mut b_rx), vec![vec![(7, Ok(None))]]);
-        assert_eq!(once_rx.try_recv(), Ok(Ok(None)));
-        // A reply sent on its own still goes as one message.
-        Reply::session(b, 8).send(Err("boom".into()));
-        assert_eq!(drain(&mut b_rx), vec![vec![(8, Err("boom".into()))]]);
-    }
 
     #[test]
     fn reads_v2_and_v1_envelopes() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::config::LogLevel;
-use super::events::Observer;
+use super::observer::Observer;
 use super::redact::{single_line, Redactor, MAX_LOG_CHARS};
 
 #[derive(Clone)]

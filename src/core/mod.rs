@@ -1,5 +1,6 @@
 //! The protocol and the connection lifecycle, in pure Rust: nothing here imports napi.
 
+pub mod ack;
 pub mod backoff;
 pub mod config;
 pub mod connection;
@@ -14,6 +15,7 @@ pub mod frame;
 pub mod frame_view;
 pub mod log;
 pub mod net;
+pub mod observer;
 pub mod proxy;
 pub mod redact;
 pub mod seqmap;
