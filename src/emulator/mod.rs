@@ -13,7 +13,9 @@
 //!   again when it is not acked with 200 within `ack_deadline` (at-least-once delivery),
 //!   which is what makes "nothing is lost" testable.
 //!
-//! This module never imports napi: `binding::emulator` converts and delegates.
+//! This module never imports napi: `binding::emulator` converts and delegates. It needs
+//! no `unsafe`, and the attribute below keeps it that way.
+#![forbid(unsafe_code)]
 
 mod connection;
 mod delivery;
