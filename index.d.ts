@@ -1,5 +1,5 @@
-// Public types of feishu-transport. The contract is DESIGN.md "Public API"; a change to
-// the shapes below is a breaking change and is recorded in CHANGELOG.md.
+// Public types of feishu-transport: this file is the contract of the public API; a change
+// to the shapes below is a breaking change and is recorded in CHANGELOG.md.
 
 /** Severity of a log line. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'

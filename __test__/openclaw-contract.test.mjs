@@ -1,5 +1,5 @@
-// OpenClaw's contract (OPENCLAW.md §5), against the emulator with a real Lark
-// EventDispatcher, through both the compat WSClient and the native API.
+// OpenClaw's contract (README "OpenClaw and other SDK users"), against the emulator with a
+// real Lark EventDispatcher, through both the compat WSClient and the native API.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'

@@ -1,4 +1,6 @@
-//! The reconnect delay: exponential with jitter (DESIGN.md "Backoff").
+//! The reconnect delay: exponential with jitter. The rest of the reconnect policy is
+//! decided in supervisor.rs; docs/ARCHITECTURE.md "The reconnect policy" describes the
+//! whole of it.
 //!
 //! Pure arithmetic on purpose: the caller supplies the attempt number and the random draw,
 //! so the supervisor owns the state (when to reset) and tests need no clock or RNG.
@@ -16,7 +18,9 @@ pub struct BackoffPolicy {
     /// The fraction of the delay added or removed at random: 0.2 spreads a delay over
     /// ±20 %, so many clients cut off together do not reconnect together.
     pub jitter: f64,
-    /// Consecutive failed attempts allowed before giving up; `None` retries forever.
+    /// Consecutive failed attempts allowed: the run gives up once this many in a row have
+    /// failed, the first connect included (`attempt >= max` in supervisor.rs). `None`
+    /// retries forever.
     pub max_attempts: Option<u32>,
 }
 
@@ -60,11 +64,6 @@ impl BackoffPolicy {
         Duration::try_from_secs_f64(secs)
             .unwrap_or(self.max)
             .min(self.max)
-    }
-
-    /// True once `attempt` is past `max_attempts`.
-    pub fn exhausted(&self, attempt: u32) -> bool {
-        self.max_attempts.is_some_and(|max| attempt > max)
     }
 
     /// Checks the policy a caller configured; the message names the offending field.
@@ -208,17 +207,6 @@ mod tests {
             ..BackoffPolicy::default()
         };
         assert_eq!(nan.delay(2, 0.3), ms(60_000));
-    }
-
-    #[test]
-    fn exhausted_after_max_attempts() {
-        assert!(!BackoffPolicy::default().exhausted(u32::MAX));
-        let p = BackoffPolicy {
-            max_attempts: Some(3),
-            ..BackoffPolicy::default()
-        };
-        assert!(!p.exhausted(3));
-        assert!(p.exhausted(4));
     }
 
     #[test]

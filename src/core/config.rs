@@ -1,4 +1,5 @@
-//! The transport's validated configuration (DESIGN.md "Public API", "Semantics").
+//! The transport's validated configuration: the options of `index.d.ts`, with the defaults
+//! listed in docs/ARCHITECTURE.md "Limits and timeouts".
 
 use std::time::Duration;
 

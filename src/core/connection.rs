@@ -92,7 +92,7 @@ async fn dial_inner(
     }
 }
 
-/// Reads the `Handshake-*` headers Feishu puts on a refused upgrade (PROTOCOL.md §3) and
+/// Reads the `Handshake-*` headers Feishu puts on a refused upgrade (docs/PROTOCOL.md §3) and
 /// classifies the refusal as [GoNew] does: 403 is terminal, 514 with autherrcode
 /// 1000040350 is the connection limit, everything else is retried.
 fn classify_handshake_error(e: tungstenite::Error, host: &str) -> TransportError {
@@ -643,7 +643,7 @@ impl Session<'_> {
             METHOD_DATA => {
                 if frame.frame_type() != frame_type::EVENT {
                     // `card` and unknown types: no dispatch and no ack, as every official
-                    // SDK does (PROTOCOL.md §6).
+                    // SDK does (docs/PROTOCOL.md §6).
                     log.debug(|| {
                         format!("ignored a data frame of type {:?}{tag}", frame.frame_type())
                     });

@@ -1,4 +1,5 @@
-//! Dedupe of re-delivered events by `event_id` (DESIGN.md "Dedupe").
+//! Dedupe of re-delivered events by `event_id` (docs/PROTOCOL.md §7, "Timing and
+//! re-delivery").
 //!
 //! Feishu delivers at least once: an event whose ack is late (a handler past 3 s), lost
 //! (the socket died before the ack went out) or 500 comes back, possibly while the first

@@ -1,6 +1,7 @@
 //! Endpoint discovery: `POST {domain}/callback/ws/endpoint` with the app credentials,
-//! answered with a one-time WebSocket URL and the server's client config (PROTOCOL.md §2).
-//! The only authenticated step of the protocol; a fresh URL is fetched before every connect.
+//! answered with a one-time WebSocket URL and the server's client config
+//! (docs/PROTOCOL.md §2). The only authenticated step of the protocol; a fresh URL is
+//! fetched before every connect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ pub const FEISHU_DOMAIN: &str = "https://open.feishu.cn";
 pub const LARK_DOMAIN: &str = "https://open.larksuite.com";
 const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
 
-/// Discovery codes the platform uses (PROTOCOL.md §2).
+/// Discovery codes the platform uses (docs/PROTOCOL.md §2 "Codes").
 pub mod codes {
     pub const OK: i64 = 0;
     pub const SYSTEM_BUSY: i64 = 1;
@@ -79,11 +80,12 @@ impl Domain {
 }
 
 /// The server's connection settings (`ClientConfig`), converted from seconds. A missing,
-/// zero or negative value is `None`, meaning "keep what you have" (PROTOCOL.md §5 hazard).
+/// zero or negative value is `None`, meaning "keep what you have" (docs/PROTOCOL.md §2,
+/// §5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerConfig {
     pub ping_interval: Option<Duration>,
-    /// Reported only: the server's count never stops our loop (DESIGN.md).
+    /// Reported only: the server's count never stops our loop (docs/PROTOCOL.md §8).
     pub reconnect_count: Option<i64>,
     pub reconnect_interval: Option<Duration>,
     pub reconnect_nonce: Option<Duration>,
@@ -282,7 +284,7 @@ pub fn parse_response(
     })
 }
 
-/// Terminal vs recoverable follows DESIGN.md "Classification": codes other than 0, 1 and
+/// Terminal vs recoverable as in docs/PROTOCOL.md §2 "Codes": codes other than 0, 1 and
 /// 1000040343 are terminal, except the connection limit, which frees itself.
 fn classify_code(code: i64, msg: &str) -> TransportError {
     let text = |what: &str| format!("endpoint discovery failed: {what} (code {code}: {msg})");
@@ -337,7 +339,7 @@ pub async fn discover(
     let proxy_timeout = req.timeout.min(req.proxy_timeout);
     let proxy_deadline = start + proxy_timeout;
     // The whole exchange, body included, is bounded: a server that sends headers and then
-    // stalls must not hang the loop (the Python SDK's three-day deafness, PROTOCOL.md §8).
+    // stalls must not hang the loop (the Python SDK hung for days: docs/PROTOCOL.md §10).
     match tokio::time::timeout_at(deadline, exchange(tls, req, proxy_deadline, proxy_timeout)).await
     {
         Err(_) => Err(TransportError::recoverable(

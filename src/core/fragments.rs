@@ -1,4 +1,4 @@
-//! Reassembly of data frames split into `sum`/`seq` fragments (PROTOCOL.md §6).
+//! Reassembly of data frames split into `sum`/`seq` fragments (docs/PROTOCOL.md §6).
 //!
 //! Every input here comes off the wire, so every bound is explicit: fragments per message,
 //! bytes buffered across all partial messages, partial messages pending at once, and how

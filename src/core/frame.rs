@@ -1,4 +1,4 @@
-//! The pbbp2 `Frame`/`Header` codec of Feishu's long connection (PROTOCOL.md §4).
+//! The pbbp2 `Frame`/`Header` codec of Feishu's long connection (docs/PROTOCOL.md §4).
 //!
 //! The schema is proto2 with `required` fields. We decode with prost's proto3-style
 //! defaults on purpose: a frame that lacks a required field decodes as 0 / "" instead of

@@ -1,4 +1,6 @@
 //! The protocol and the connection lifecycle, in pure Rust: nothing here imports napi.
+//! Nothing here needs `unsafe` either, and the attribute below keeps it that way.
+#![forbid(unsafe_code)]
 
 pub mod ack;
 pub mod backoff;

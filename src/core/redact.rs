@@ -1,4 +1,5 @@
-//! Keeping secrets out of logs and error messages (DESIGN.md "Logs and secrets").
+//! Keeping secrets out of logs and error messages (README "Security", docs/ARCHITECTURE.md
+//! "Secrets and logs").
 //!
 //! Two layers, because neither is enough alone: the literal secrets the transport knows
 //! (the app secret) are hidden wherever they appear, and values that merely look secret by

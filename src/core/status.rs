@@ -48,7 +48,8 @@ pub struct ServerSummary {
 }
 
 impl ServerSummary {
-    /// The effective values: what the server sent over the protocol defaults (PROTOCOL.md §5).
+    /// The effective values: what the server sent over the protocol defaults
+    /// (docs/PROTOCOL.md §2).
     pub fn from_config(c: &ServerConfig) -> Self {
         let ms = |d: Option<Duration>, default_s: u64| {
             d.unwrap_or(Duration::from_secs(default_s)).as_millis() as f64
@@ -76,7 +77,7 @@ pub struct CountersSnapshot {
     pub handler_timeouts: u64,
 }
 
-/// What `status()` returns (DESIGN.md `TransportStatus`). Times are ms since the epoch.
+/// What `status()` returns (`TransportStatus` in index.d.ts). Times are ms since the epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusSnapshot {

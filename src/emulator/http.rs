@@ -18,7 +18,7 @@ use super::faults::{DiscoveryFaultKind, HandshakeFault, HandshakeRejection};
 use super::tls::EmuStream;
 use super::{connection, emu_debug, AppCredentials, ClientConfig, Inner};
 
-/// The discovery path (PROTOCOL.md §2).
+/// The discovery path (docs/PROTOCOL.md §2).
 pub(crate) const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
 /// The WebSocket path of issued URLs.
 pub(crate) const WS_PATH: &str = "/ws/v2";
@@ -30,7 +30,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// `code` of an accepted discovery request.
 pub(crate) const CODE_OK: i64 = 0;
-/// `code` for a wrong secret (PROTOCOL.md §2 "Known codes").
+/// `code` for a wrong secret (docs/PROTOCOL.md §2 "Codes").
 pub(crate) const CODE_AUTH_FAILED: i64 = 514;
 /// `code` for an unknown AppID, as a third-party probe saw it.
 pub(crate) const CODE_APP_ID_INVALID: i64 = 1_000_040_346;

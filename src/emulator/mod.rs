@@ -1,8 +1,8 @@
 //! A local Feishu long-connection server: discovery, the WebSocket, pongs, fragments,
 //! cluster delivery, re-delivery and faults on demand.
 //!
-//! It behaves like the platform as PROTOCOL.md describes it, so that the transport (and
-//! the official SDK, in the conformance test) can be exercised on loopback:
+//! It behaves like the platform as docs/PROTOCOL.md describes it, so that the transport
+//! (and the official SDK, in the conformance test) can be exercised on loopback:
 //!
 //! * one TCP port serves both `POST /callback/ws/endpoint` and the WebSocket upgrade of
 //!   `GET /ws/v2?…`; the request head is parsed here (not by a library) so that every
@@ -13,7 +13,9 @@
 //!   again when it is not acked with 200 within `ack_deadline` (at-least-once delivery),
 //!   which is what makes "nothing is lost" testable.
 //!
-//! This module never imports napi: `binding::emulator` converts and delegates.
+//! This module never imports napi: `binding::emulator` converts and delegates. It needs
+//! no `unsafe`, and the attribute below keeps it that way.
+#![forbid(unsafe_code)]
 
 mod connection;
 mod delivery;
@@ -125,7 +127,7 @@ pub struct ClientConfig {
 }
 
 impl Default for ClientConfig {
-    /// The defaults every official SDK uses (PROTOCOL.md §5).
+    /// The defaults every official SDK uses (docs/PROTOCOL.md §2).
     fn default() -> Self {
         ClientConfig {
             ping_interval: 120,
