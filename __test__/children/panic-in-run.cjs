@@ -15,7 +15,9 @@ async function main() {
     ...extra,
   })
   const errors = []
-  const t = new FeishuTransport(options({ onError: (e) => errors.push(e.code) }))
+  let ready
+  const isReady = new Promise((r) => { ready = r })
+  const t = new FeishuTransport(options({ onError: (e) => errors.push(e.code), onReady: () => ready() }))
   const armed = __testPanicNextRun()
   const err = await t.start().then(() => null, (e) => e)
   const out = {
@@ -26,12 +28,10 @@ async function main() {
     state: t.status().state,
     onError: errors.join(','),
   }
-  let ready
-  const t2ready = new Promise((r) => { ready = r })
-  const again = new FeishuTransport(options({ onReady: () => ready() }))
-  const running = again.start()
-  await t2ready
-  await again.close()
+  // The same transport starts again: the panic freed its run slot.
+  const running = t.start()
+  await isReady
+  await t.close()
   out.again = (await running).reason
   await emulator.close()
   console.log(JSON.stringify(out))

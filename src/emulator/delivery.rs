@@ -20,7 +20,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::Semaphore;
 
-use super::connection::{bad_frame, ConnHandle, Outbound};
+use super::conn_handle::{bad_frame, ConnHandle, Outbound};
 use super::view::{self, ReadFields};
 use super::{emu_debug, now_ms, AckRecord, FragmentOrder, Inner, PushOptions, State};
 use crate::core::frame::{frame_type, header_key, AckPayload, Frame, METHOD_DATA};

@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::faults::{DiscoveryFaultKind, HandshakeFault, HandshakeRejection};
 use super::tls::EmuStream;
-use super::{connection, emu_debug, AppCredentials, ClientConfig, Inner};
+use super::{conn_handle, connection, emu_debug, AppCredentials, ClientConfig, Inner};
 
 /// The discovery path (docs/PROTOCOL.md §2).
 pub(crate) const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
@@ -687,7 +687,7 @@ async fn handshake(inner: Arc<Inner>, mut stream: EmuStream, head: Head, leftove
                     if accept_and_close {
                         Ok(None)
                     } else {
-                        let (handle, rx) = connection::ConnHandle::new(
+                        let (handle, rx) = conn_handle::ConnHandle::new(
                             query.device_id.clone(),
                             app_id.clone(),
                             inner.service_id,

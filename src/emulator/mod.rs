@@ -17,6 +17,7 @@
 //! no `unsafe`, and the attribute below keeps it that way.
 #![forbid(unsafe_code)]
 
+mod conn_handle;
 mod connection;
 mod delivery;
 mod faults;
@@ -41,7 +42,7 @@ pub use faults::{DiscoveryFault, DiscoveryFaultKind, HandshakeRejection};
 pub use samples::{sample, sample_names, samples};
 pub use tls::{generate_test_certificates, EmulatorTls, TestCertificates, DEFAULT_TEST_HOSTS};
 
-use connection::ConnHandle;
+use conn_handle::ConnHandle;
 use delivery::{AckEntry, Deadline, EventState};
 use faults::Faults;
 
@@ -1009,7 +1010,7 @@ impl Emulator {
         let conns = self.inner().select_conns(connection_id);
         let bytes = bytes::Bytes::from(bytes);
         for c in &conns {
-            c.send(connection::Outbound::Binary(bytes.clone()));
+            c.send(conn_handle::Outbound::Binary(bytes.clone()));
         }
         conns.len()
     }
@@ -1019,7 +1020,7 @@ impl Emulator {
     pub fn send_text(&self, connection_id: Option<&str>, text: &str) -> usize {
         let conns = self.inner().select_conns(connection_id);
         for c in &conns {
-            c.send(connection::Outbound::Text(text.to_string()));
+            c.send(conn_handle::Outbound::Text(text.to_string()));
         }
         conns.len()
     }
