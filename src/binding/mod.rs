@@ -1,6 +1,7 @@
 //! The only module that knows about JavaScript: classes, option objects, callbacks and
 //! error conversion. Everything here converts and delegates to `core` or `emulator`.
 
+pub mod discovery;
 pub mod emulator;
 
 /// The version of this package, for the User-Agent and for diagnostics.
