@@ -2,6 +2,7 @@
 // that monitor-websocket.ts and client.ts use, with OpenClaw's shapes, so the example
 // type-checks and runs on its own. In OpenClaw they are imported from where the comment
 // on each says; nothing here is meant to replace them.
+import type { FeishuTransport } from 'feishu-transport'
 
 /** `openclaw/plugin-sdk` RuntimeEnv. */
 export type RuntimeEnv = {
@@ -60,8 +61,8 @@ export function channelBlockedPatch<T extends FeishuStatusPatch>(lastError: stri
   return { lifecycle: 'blocked', terminalDisconnect: true, lastError, ...extras }
 }
 
-/** `./monitor.state.ts`: the live client of each account, and the bot identity kept across cycles. */
-export const wsClients = new Map<string, { close(): unknown }>()
+/** `./monitor.state.ts` (with native.patch): the live transport of each account, and the bot identity kept across cycles. */
+export const wsClients = new Map<string, FeishuTransport>()
 export const botOpenIds = new Map<string, string>()
 export const botNames = new Map<string, string>()
 export function clearFeishuBotIdentityState(accountId: string): void {
