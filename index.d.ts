@@ -71,6 +71,16 @@ export interface DedupeOptions {
   maxEntries?: number
 }
 
+/** What the `discover` option receives: the discovery request the native path would send. */
+export interface DiscoveryRequest {
+  url: string
+  method: 'POST'
+  headers: Record<string, string>
+  /** JSON text; holds the app secret. */
+  body: string
+  timeoutMs: number
+}
+
 export interface FeishuTransportOptions {
   /** The app's id; must match `/^cli_[0-9a-fA-F]{16}$/`. */
   appId: string
@@ -119,6 +129,24 @@ export interface FeishuTransportOptions {
    * `timeouts.handshakeMs`, and is retried like any recoverable error.
    */
   proxy?: string | null
+  /**
+   * Advanced: sends endpoint discovery through your own HTTP stack instead of the native
+   * client, once per connect attempt. It receives exactly the request the native path
+   * would send: `url` (`{domain}/callback/ws/endpoint`), `method` (`'POST'`), `headers`
+   * (Content-Type, User-Agent, locale), `body` (the JSON text `{"AppID":…,"AppSecret":…}`:
+   * it holds the secret, never log it) and `timeoutMs` (`timeouts.discoveryMs`). It must
+   * resolve to the discovery response's JSON body, `{ code, msg, data: { URL,
+   * ClientConfig } }`, as an object or its text, and reject for a transport failure or a
+   * non-2xx answer.
+   *
+   * The answer is classified as on the native path (wrong credentials are AUTH_FAILED,
+   * and so on), `timeoutMs` is enforced around the call, and a plain `ws://` socket URL
+   * is still accepted only for an `http://` `domain`. A throw, a rejection or a
+   * non-JSON answer is DISCOVERY_FAILED (recoverable; the message is the rejection's,
+   * without the app secret). The WebSocket itself is always opened natively, with
+   * `proxy` and `tls`. The compat `WSClient` uses this to honour an SDK `httpInstance`.
+   */
+  discover?(request: DiscoveryRequest): Promise<object | string>
   /** Which certificate authorities are trusted. Certificates are always verified. */
   tls?: TlsOptions
   /** `false`: no reconnects; start() settles at the first disconnect. Default: on, with the defaults of {@link ReconnectOptions}. */

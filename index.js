@@ -157,6 +157,30 @@ function toNativeOptions(o) {
   return n
 }
 
+/**
+ * The `discover` option as the native side calls it: `(requestJson) => Promise<text>`.
+ * The user's function gets `{ url, method, headers, body, timeoutMs }` and resolves to the
+ * discovery response JSON (an object or its text). Whatever it throws or rejects with
+ * reaches Rust as a message only, which Rust scrubs (DISCOVERY_FAILED, recoverable).
+ */
+function discoveryHook(discover) {
+  if (discover === undefined) return undefined
+  if (typeof discover !== 'function') throw invalid(`discover must be a function, got ${typeof discover}`)
+  return (requestJson) =>
+    Promise.resolve()
+      .then(() => discover(JSON.parse(requestJson)))
+      .then(
+        (answer) => {
+          if (typeof answer === 'string') return answer
+          if (answer !== null && typeof answer === 'object') return JSON.stringify(answer)
+          throw new Error(`discover() must resolve to the discovery response JSON (an object or its text), got ${answer === null ? 'null' : typeof answer}`)
+        },
+        (e) => {
+          throw new Error(failureReason(e) || 'discover() rejected without a message')
+        },
+      )
+}
+
 function toTransportError(e) {
   if (e instanceof FeishuTransportError) return e
   if (e && CODES.includes(e.code)) {
@@ -176,8 +200,10 @@ class FeishuTransport {
    */
   constructor(options) {
     const nativeOptions = toNativeOptions(options)
+    // Handed over beside the options, not in them: a function is not an option value.
+    const discover = discoveryHook(options.discover)
     try {
-      this.#native = new native.NativeTransport(nativeOptions)
+      this.#native = new native.NativeTransport(nativeOptions, discover)
     } catch (e) {
       throw toTransportError(e)
     }

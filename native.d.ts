@@ -125,8 +125,10 @@ export declare class NativeTransport {
   /**
    * Validates the options; throws an error with `code: 'INVALID_CONFIG'` when they
    * cannot work. Connects nothing.
+   * `discover` (the `discover` option, normalised by `index.js`) sends endpoint
+   * discovery instead of the native client.
    */
-  constructor(options: NativeTransportOptions)
+  constructor(options: NativeTransportOptions, discover?: (requestJson: string) => Promise<string>)
   /**
    * Starts a run. The promise settles when the run ends: `{ reason }` after close or
    * abort, `{ error }` (JSON) when it failed or was already started. `onEvents` gets

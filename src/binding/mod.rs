@@ -2,6 +2,7 @@
 //! error conversion. Everything here converts and delegates to `core` or `emulator`.
 
 pub mod cleanup;
+pub mod discovery;
 pub mod emulator;
 
 /// The version of this package, for the User-Agent and for diagnostics.

@@ -15,6 +15,7 @@ use napi::threadsafe_function::{
 use napi_derive::napi;
 use serde_json::json;
 
+use super::discovery::{hook_from_function, DiscoverFunction};
 use crate::core::backoff::BackoffPolicy;
 use crate::core::config::{LogLevel, TransportConfig};
 use crate::core::dedupe::DedupeConfig;
@@ -529,10 +530,25 @@ impl Observer for JsObserver {
 impl NativeTransport {
     /// Validates the options; throws an error with `code: 'INVALID_CONFIG'` when they
     /// cannot work. Connects nothing.
-    #[napi(constructor, catch_unwind)]
-    pub fn new(env: Env, options: NativeTransportOptions) -> Result<Self, Code> {
-        let cfg = config_from_options(options)
+    /// `discover` (the `discover` option, normalised by `index.js`) sends endpoint
+    /// discovery instead of the native client.
+    #[napi(
+        constructor,
+        catch_unwind,
+        ts_args_type = "options: NativeTransportOptions, discover?: (requestJson: string) => Promise<string>"
+    )]
+    pub fn new(
+        env: Env,
+        options: NativeTransportOptions,
+        discover: Option<DiscoverFunction<'_>>,
+    ) -> Result<Self, Code> {
+        let mut cfg = config_from_options(options)
             .map_err(|e| Error::new(Code(e.code.as_str()), e.message))?;
+        if let Some(f) = discover {
+            cfg.discovery_hook = Some(
+                hook_from_function(f).map_err(|e| Error::new(Code("INVALID_CONFIG"), e.reason))?,
+            );
+        }
         let inner = Arc::new(
             Transport::new(cfg).map_err(|e| Error::new(Code(e.code.as_str()), e.message))?,
         );

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::backoff::BackoffPolicy;
 use super::dedupe::DedupeConfig;
+use super::discovery::SharedDiscoveryHook;
 use super::endpoint::Domain;
 use super::error::TransportError;
 use super::fragments::FragmentLimits;
@@ -93,6 +94,8 @@ pub struct TransportConfig {
     pub proxy: ProxyMode,
     /// Extra trusted roots; verification itself is never optional.
     pub tls: TlsOptions,
+    /// Sends discovery requests instead of the native client (the `discover` option).
+    pub discovery_hook: Option<SharedDiscoveryHook>,
 }
 
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
@@ -122,6 +125,7 @@ impl TransportConfig {
             // The documented default (`proxy: undefined`): the environment, read now.
             proxy: ProxyMode::from_env(),
             tls: TlsOptions::default(),
+            discovery_hook: None,
         }
     }
 

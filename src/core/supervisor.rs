@@ -341,6 +341,7 @@ impl Run {
                         timeout: cfg.timeouts.discovery,
                         proxy: &cfg.proxy,
                         proxy_timeout: cfg.timeouts.handshake,
+                        hook: cfg.discovery_hook.as_ref().map(|h| h.get()),
                     };
                     discover(&tls, &req).await
                 })
