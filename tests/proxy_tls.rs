@@ -58,7 +58,6 @@ async fn discover_only(cfg: &TransportConfig) -> Result<Endpoint, TransportError
         timeout: cfg.timeouts.discovery,
         proxy: &cfg.proxy,
         proxy_timeout: cfg.timeouts.handshake,
-        hook: None,
     };
     discover(&tls, &req).await
 }

@@ -169,7 +169,6 @@ mod tests {
             timeout: Duration::from_millis(200),
             proxy: &ProxyMode::Direct,
             proxy_timeout: Duration::from_millis(200),
-            hook: None,
         };
         let out = discover_with(&hook, &req).await;
         let calls = calls.lock().unwrap().clone();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::discovery::DiscoveryHook;
 use super::error::{ErrorCode, TransportError};
 use super::net;
 use super::proxy::ProxyMode;
@@ -325,8 +324,6 @@ pub struct DiscoveryRequest<'a> {
     /// How long a proxy may take to open the tunnel (the handshake timeout); capped by
     /// `timeout`.
     pub proxy_timeout: Duration,
-    /// Sends the request instead of the native HTTP client (the `discover` option).
-    pub hook: Option<&'a dyn DiscoveryHook>,
 }
 
 /// Runs one discovery request: an HTTP/1.1 POST over the connector the socket uses too
@@ -335,9 +332,6 @@ pub async fn discover(
     tls: &Arc<rustls::ClientConfig>,
     req: &DiscoveryRequest<'_>,
 ) -> Result<Endpoint, TransportError> {
-    if let Some(hook) = req.hook {
-        return super::discovery::discover_with(hook, req).await;
-    }
     let start = tokio::time::Instant::now();
     let deadline = start + req.timeout;
     // A proxy's silence is reported as PROXY_ERROR. When this deadline is also the outer

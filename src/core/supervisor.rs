@@ -341,9 +341,13 @@ impl Run {
                         timeout: cfg.timeouts.discovery,
                         proxy: &cfg.proxy,
                         proxy_timeout: cfg.timeouts.handshake,
-                        hook: cfg.discovery_hook.as_ref().map(|h| h.get()),
                     };
-                    discover(&tls, &req).await
+                    // The `discover` option sends the request instead of the native
+                    // client; the answer is classified the same way either way.
+                    match &cfg.discovery_hook {
+                        Some(hook) => super::discovery::discover_with(hook.get(), &req).await,
+                        None => discover(&tls, &req).await,
+                    }
                 })
                 .await;
             let connected = match discovered {
