@@ -21,6 +21,7 @@ pub mod net;
 pub mod observer;
 pub mod proxy;
 pub mod redact;
+pub mod run_state;
 pub mod seqmap;
 pub mod status;
 pub mod supervisor;

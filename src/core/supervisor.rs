@@ -21,25 +21,10 @@ use super::events::{EventHandler, Observer};
 use super::frame::AckPayload;
 use super::log::Log;
 use super::redact::Redactor;
+use super::run_state::{step, Action, Announce, RunEvent, RunState};
 use super::status::{now_ms, Counters, ServerSummary, State, StatusSnapshot, StatusStore};
 
-/// How a run ended when nobody failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// `close()`.
-    Closed,
-    /// The caller's AbortSignal.
-    Aborted,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Closed => "closed",
-            StopReason::Aborted => "aborted",
-        }
-    }
-}
+pub use super::run_state::StopReason;
 
 pub type RunOutcome = Result<StopReason, TransportError>;
 
@@ -130,6 +115,7 @@ impl Transport {
             log,
             redactor: self.redactor.clone(),
             control: control_rx,
+            machine: RunState::idle(),
         };
         let guard = SlotGuard {
             slot: self.run.clone(),
@@ -248,6 +234,8 @@ struct Run {
     log: Log,
     redactor: Arc<Redactor>,
     control: mpsc::UnboundedReceiver<Control>,
+    /// Where the run stands, as `run_state::step` last left it.
+    machine: RunState,
 }
 
 /// Removes this transport's secrets from an error and its causes. Patterns (tokens,
@@ -268,6 +256,18 @@ enum Raced<T> {
 }
 
 impl Run {
+    /// Feeds `event` to the state machine ([`step`]), which alone decides what follows.
+    fn step(&mut self, event: RunEvent) -> Action {
+        let (next, action) = step(
+            self.machine,
+            event,
+            self.cfg.reconnect.as_ref(),
+            rand::random::<f64>(),
+        );
+        self.machine = next;
+        action
+    }
+
     fn transition(&self, f: impl FnOnce(&mut super::status::Lifecycle)) {
         let snap = self.status.update(f);
         self.observer.status(&snap);
@@ -293,7 +293,8 @@ impl Run {
         }
     }
 
-    fn stopped(&self, reason: StopReason) -> RunOutcome {
+    fn stopped(&mut self, reason: StopReason) -> RunOutcome {
+        self.step(RunEvent::Stop(reason));
         self.log.info(|| format!("stopped ({})", reason.as_str()));
         self.transition(|l| {
             l.state = State::Stopped;
@@ -319,8 +320,7 @@ impl Run {
         super::faults::maybe_panic_in_run();
         let user_agent = self.cfg.user_agent_header();
         let mut server = ServerConfig::default();
-        let mut attempt: u32 = 0;
-        let mut ever_connected = false;
+        self.step(RunEvent::Start);
         self.transition(|l| {
             l.state = State::Connecting;
             l.attempt = 0;
@@ -364,10 +364,11 @@ impl Run {
                     }
                 }
             };
-            let error = match connected {
-                Err(e) => e,
+            let (error, healthy) = match connected {
+                Err(e) => (e, false),
                 Ok((ws, endpoint)) => {
                     Counters::bump(&self.status.counters.connects);
+                    let announce = self.step(RunEvent::Connected);
                     let conn_id = endpoint.device_id.clone();
                     let now = now_ms() as f64;
                     self.transition(|l| {
@@ -385,21 +386,24 @@ impl Run {
                                 .unwrap_or_default()
                         )
                     });
-                    if ever_connected {
-                        Counters::bump(&self.status.counters.reconnects);
-                        self.observer.reconnected();
-                    } else {
-                        ever_connected = true;
-                        self.observer.ready();
+                    match announce {
+                        Action::Announce(Announce::Reconnected) => {
+                            Counters::bump(&self.status.counters.reconnects);
+                            self.observer.reconnected();
+                        }
+                        _ => self.observer.ready(),
                     }
                     let status = self.status.clone();
                     let on_server_config = move |c: &ServerConfig| {
                         let summary = ServerSummary::from_config(c);
                         status.update(|l| l.server = Some(summary));
                     };
+                    // The session reports health from inside its loop; what health means for
+                    // the attempt counter is the machine's rule, worked out here for it.
+                    let (as_healthy, _) = step(self.machine, RunEvent::Healthy, None, 0.0);
                     let status = self.status.clone();
                     let on_healthy = move || {
-                        status.update(|l| l.attempt = 0);
+                        status.update(|l| l.attempt = as_healthy.attempt);
                     };
                     let (status, observer) = (self.status.clone(), self.observer.clone());
                     let on_backpressure = move |on: bool| {
@@ -432,49 +436,29 @@ impl Run {
                                 StopReason::Closed
                             })
                         }
-                        SessionEnd::Lost { error, healthy } => {
-                            if healthy {
-                                // The connection worked: this loss starts a new series.
-                                attempt = 0;
-                            }
-                            error
-                        }
+                        SessionEnd::Lost { error, healthy } => (error, healthy),
                     }
                 }
             };
 
-            // A failure: report it, then give up or wait and retry.
+            // A failure: report it; the machine says whether to give up or wait and retry.
             let error = scrub(&self.redactor, error);
             self.log.warn(|| format!("{error}"));
             self.observer.error(&error);
-            if error.terminal {
-                return self.failed(error);
-            }
-            attempt = attempt.saturating_add(1);
-            let Some(policy) = self.cfg.reconnect.clone() else {
-                return self.failed(error);
-            };
-            if let Some(max) = policy.max_attempts {
-                if attempt >= max {
-                    let exhausted = TransportError::recoverable(
-                        ErrorCode::ReconnectExhausted,
-                        format!("gave up after {attempt} consecutive failed attempt(s); the last: {error}"),
-                    )
-                    .with_cause(error);
-                    let exhausted = TransportError {
-                        terminal: true,
-                        ..exhausted
-                    };
-                    self.observer.error(&exhausted);
-                    return self.failed(exhausted);
+            let (attempt, delay) = match self.step(RunEvent::Failed {
+                error: error.clone(),
+                healthy,
+            }) {
+                Action::Retry { attempt, delay } => (attempt, delay),
+                Action::GiveUp(e) => {
+                    if e != error {
+                        // RECONNECT_EXHAUSTED: reported too, after the error it wraps.
+                        self.observer.error(&e);
+                    }
+                    return self.failed(e);
                 }
-            }
-            let delay = if error.code == ErrorCode::ConnectionLimit {
-                // Another process holds the app's connections; a dead one frees its slot
-                // by itself, so wait long rather than hammer.
-                policy.max
-            } else {
-                policy.delay(attempt, rand::random::<f64>())
+                // A running run's failure always retries or gives up (run_state's table).
+                _ => return self.failed(error),
             };
             let retry_at = now_ms() as f64 + delay.as_millis() as f64;
             let summary = (&error).into();
