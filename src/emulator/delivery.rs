@@ -258,19 +258,13 @@ impl Default for PushManyOptions {
     }
 }
 
-/// `header.event_id` (v2) or `uuid` (v1) of a payload, if it is such JSON.
+/// The event id of a payload, by the transport's own rule (`core::envelope`, the key its
+/// dedupe uses: `header.event_id` when there is a `header`, else `uuid`), so the emulator
+/// and the client can never disagree about which deliveries are the same event.
 pub(crate) fn extract_event_id(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        header: Option<EnvHeader>,
-        uuid: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct EnvHeader {
-        event_id: Option<String>,
-    }
-    let env: Envelope = serde_json::from_slice(payload).ok()?;
-    env.header.and_then(|h| h.event_id).or(env.uuid)
+    let text = std::str::from_utf8(payload).ok()?;
+    let meta = crate::core::envelope::envelope_meta(text).ok()?;
+    meta.event_id.map(|id| id.into_owned())
 }
 
 /// The exact size [`encode_data_frame`] writes: the frame is allocated at exactly this
@@ -1348,6 +1342,9 @@ mod tests {
         );
         assert_eq!(extract_event_id(b"not json"), None);
         assert_eq!(extract_event_id(br#"{"header":"weird"}"#), None);
+        // The transport's rule: a header without an id has none, whatever the uuid says.
+        assert_eq!(extract_event_id(br#"{"header":{},"uuid":"u2"}"#), None);
+        assert_eq!(extract_event_id(br#"{"uuid":7}"#), None);
     }
 
     /// The generated envelope as it was first written, with `format!`.
