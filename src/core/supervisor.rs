@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::backoff::AttemptPacer;
 use super::config::TransportConfig;
 use super::connection::{dial, run_session, Control, SessionContext, SessionEnd};
 use super::dedupe::Dedupe;
@@ -69,10 +70,10 @@ pub fn default_tls_config() -> Result<rustls::ClientConfig, TransportError> {
 impl Transport {
     /// Validates `cfg` and prepares the TLS config; connects nothing.
     pub fn new(cfg: TransportConfig) -> Result<Transport, TransportError> {
-        cfg.validate()?;
-        // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
-        let tls = super::tls::client_config(&cfg.tls)?;
         let redactor = Arc::new(Redactor::new(cfg.secrets()));
+        cfg.validate().map_err(|e| e.scrubbed(&redactor))?;
+        // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
+        let tls = super::tls::client_config(&cfg.tls).map_err(|e| e.scrubbed(&redactor))?;
         let dedupe = cfg.dedupe.clone().map(|d| Arc::new(Dedupe::new(d)));
         Ok(Transport {
             cfg: Arc::new(cfg),
@@ -222,17 +223,6 @@ struct Run {
     control: mpsc::UnboundedReceiver<Control>,
 }
 
-/// Removes this transport's secrets from an error and its causes. Patterns (tokens,
-/// `access_key`, `ticket`) are already gone at construction; the app secret is known only
-/// here, and a server may echo it back in a message.
-fn scrub(redactor: &Redactor, mut e: TransportError) -> TransportError {
-    e.message = redactor.redact(&e.message);
-    if let Some(c) = e.cause.take() {
-        e.cause = Some(Box::new(scrub(redactor, *c)));
-    }
-    e
-}
-
 /// A phase of the run raced against the caller's stop.
 enum Raced<T> {
     Done(T),
@@ -292,6 +282,7 @@ impl Run {
         let mut server = ServerConfig::default();
         let mut attempt: u32 = 0;
         let mut ever_connected = false;
+        let mut pacer = AttemptPacer::new(std::time::Instant::now());
         self.transition(|l| {
             l.state = State::Connecting;
             l.attempt = 0;
@@ -299,6 +290,7 @@ impl Run {
             l.last_error = None;
         });
         loop {
+            pacer.take(std::time::Instant::now());
             // A fresh URL before every connect: the ticket is single-use.
             let cfg = self.cfg.clone();
             let tls = self.tls.clone();
@@ -320,6 +312,9 @@ impl Run {
                 Raced::Stop(r) => return self.stopped(r),
                 Raced::Done(Err(e)) => Err(e),
                 Raced::Done(Ok(endpoint)) => {
+                    // The URL's access_key and ticket are credentials a server may name
+                    // without their key ("invalid ticket T-1"); hide them from here on.
+                    self.redactor.learn_url(&endpoint.url);
                     server.merge(&endpoint.config);
                     let summary = ServerSummary::from_config(&server);
                     self.status.update(|l| l.server = Some(summary));
@@ -403,7 +398,10 @@ impl Run {
             };
 
             // A failure: report it, then give up or wait and retry.
-            let error = scrub(&self.redactor, error);
+            // Patterns (tokens, `key=value` secrets) are gone at construction; the literal
+            // secrets (the app secret, which a server may echo, and the socket URL's
+            // access_key and ticket, which it may name without their key) only here.
+            let error = error.scrubbed(&self.redactor);
             self.log.warn(|| format!("{error}"));
             self.observer.error(&error);
             if error.terminal {
@@ -423,7 +421,8 @@ impl Run {
                     let exhausted = TransportError {
                         terminal: true,
                         ..exhausted
-                    };
+                    }
+                    .scrubbed(&self.redactor);
                     self.observer.error(&exhausted);
                     return self.failed(exhausted);
                 }
@@ -435,6 +434,9 @@ impl Run {
             } else {
                 policy.delay(attempt, rand::random::<f64>())
             };
+            // Whatever the options (`initialDelayMs: 0, maxDelayMs: 0`) and however fast a
+            // server fails, no more than a few attempts a second.
+            let delay = delay.max(pacer.wait(std::time::Instant::now()));
             let retry_at = now_ms() as f64 + delay.as_millis() as f64;
             let summary = (&error).into();
             self.transition(|l| {
