@@ -688,6 +688,37 @@ async fn ten_thousand_unfinished_messages_stay_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_event_is_handled_at_once_while_junk_partials_fill_every_slot() {
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let mut cfg = config(&em);
+    cfg.fragment_limits.max_buffered_bytes = 1 << 20;
+    let r = start(cfg, TestHandler::ok());
+    r.connected().await;
+    // Every slot and every buffered byte taken by messages that will never finish.
+    let chunk = vec![b'a'; 1024];
+    for i in 0..2_000 {
+        em.send_frame(None, data_frame(&format!("junk-{i}"), "2", "0", &chunk));
+    }
+    let id = em.push_event(
+        event("real-fragmented"),
+        PushOptions {
+            fragments: 3,
+            ..PushOptions::default()
+        },
+    );
+    // Refusing the newcomer (the old rule) left it unacked until the junk expired (10 s).
+    assert_eq!(
+        em.wait_for_ack(&id, None, Duration::from_secs(3))
+            .await
+            .unwrap()
+            .code,
+        200
+    );
+    r.stop().await.unwrap();
+    em.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_that_answers_too_slowly_times_out_and_is_retried() {
     let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
     em.fail_discovery(DiscoveryFault {
