@@ -24,9 +24,13 @@ export type FeishuTransportErrorCode =
   /** A bug in the transport itself (terminal): start() still settles, with this code. */
   | 'INTERNAL'
 
-/** Backoff between reconnect attempts: `min(maxDelayMs, initialDelayMs · multiplier^(attempt−1))`, ±`jitter`. */
+/**
+ * Backoff between reconnect attempts: `min(maxDelayMs, initialDelayMs · multiplier^(attempt−1))`, ±`jitter`.
+ * Whatever these say, attempts are paced at most four a second after a burst of two (a
+ * floor no option lowers), so zero delays cannot flood a failing server.
+ */
 export interface ReconnectOptions {
-  /** Delay before the first retry. Default 1000. */
+  /** Delay before the first retry (0 – 2147483647 ms). Default 1000. */
   initialDelayMs?: number
   /** Upper bound of any delay. Default 60000. */
   maxDelayMs?: number
@@ -81,12 +85,17 @@ export interface DiscoveryRequest {
   timeoutMs: number
 }
 
+/**
+ * Checked when the transport is constructed and read once: an unknown key (at any level),
+ * a wrong type, NaN, a negative or non-finite number, or a getter that throws is a
+ * {@link FeishuTransportError} with code `INVALID_CONFIG`, naming the option.
+ */
 export interface FeishuTransportOptions {
-  /** The app's id; must match `/^cli_[0-9a-fA-F]{16}$/`. */
+  /** The app's id; must match `/^cli_[0-9a-fA-F]{16}$/`. A rejected one is described by length and shape, never shown. */
   appId: string
-  /** The app's secret. Never logged, never in an error message. */
+  /** The app's secret. Never logged, never in an error message. No control characters (a trailing newline is refused). */
   appSecret: string
-  /** `'feishu'` (default), `'lark'`, or a base URL (`https://…`, or `http://127.0.0.1:…` for the emulator). */
+  /** `'feishu'` (default), `'lark'`, or a base URL (`https://…`, or `http://127.0.0.1:…` for the emulator; the scheme in any case). Not empty. */
   domain?: 'feishu' | 'lark' | (string & {})
   /**
    * Handles one event. The returned value (or the value the returned promise resolves
@@ -109,7 +118,7 @@ export interface FeishuTransportOptions {
   logger?(level: LogLevel, message: string): void
   /** Lines below this level are not produced at all. Default 'info'. */
   logLevel?: LogLevel | 'silent'
-  /** Appended to `feishu-transport/<version>` in the discovery User-Agent. */
+  /** Appended to `feishu-transport/<version>` in the discovery User-Agent: at most 512 printable ASCII characters. */
   userAgent?: string
   /**
    * The proxy of every connection, discovery and the WebSocket alike:
@@ -258,6 +267,8 @@ export declare class FeishuTransport {
   /**
    * Stops: waits up to `drainMs` (default 5000) for in-flight handlers and sends their
    * acks, closes the socket, and resolves once start() has settled. `force` drops at once.
+   * `drainMs` is 0 – 2147483647; anything else (NaN, Infinity, negative, an unknown key)
+   * rejects with INVALID_CONFIG.
    */
   close(options?: { force?: boolean; drainMs?: number }): Promise<void>
   /** Cuts the live socket without acking in-flight events (Feishu re-delivers them) and reconnects. */

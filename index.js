@@ -65,12 +65,104 @@ function defaultLogger(level, message) {
   else console.log(line)
 }
 
-function optionalNumber(obj, key, path) {
+// Every option, by the object it belongs to. A key not listed is refused by name (a typo
+// would otherwise be silently ignored, as TypeScript users are already told at compile
+// time). `handlerTimeoutMs` and `discover` are read here and wired elsewhere.
+const OPTION_KEYS = [
+  'appId', 'appSecret', 'domain', 'onEvent', 'onReady', 'onReconnecting', 'onReconnected',
+  'onError', 'onStatus', 'logger', 'logLevel', 'userAgent', 'proxy', 'tls', 'reconnect',
+  'pingIntervalMs', 'timeouts', 'maxConcurrentHandlers', 'dedupe', 'handlerTimeoutMs', 'discover',
+]
+const NESTED_KEYS = {
+  tls: ['caPem', 'systemRoots'],
+  reconnect: ['initialDelayMs', 'maxDelayMs', 'multiplier', 'jitter', 'maxAttempts'],
+  timeouts: ['discoveryMs', 'handshakeMs', 'pongMs', 'closeMs'],
+  dedupe: ['ttlMs', 'maxEntries'],
+}
+const CLOSE_KEYS = ['force', 'drainMs']
+
+/** The largest delay a timer takes (2^31 − 1 ms, about 24.8 days). */
+const MAX_MS = 2147483647
+
+/** Edit distance, for "did you mean": keys are short, so the plain table is enough. */
+function distance(a, b) {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    prev = row
+  }
+  return prev[b.length]
+}
+
+function didYouMean(key, known) {
+  const lower = key.toLowerCase()
+  let best = null
+  let bestScore = Infinity
+  for (const k of known) {
+    const score = k.toLowerCase() === lower ? 0 : distance(lower, k.toLowerCase())
+    if (score < bestScore) {
+      best = k
+      bestScore = score
+    }
+  }
+  // Close means a slip of a few characters (a missing "Ms", a typo), not another word.
+  return best !== null && bestScore <= Math.max(2, Math.floor(best.length / 4)) ? best : null
+}
+
+/**
+ * A key name safe to print. A key may be anything, even a pasted secret, so only what
+ * reads like a word is shown: letters, `_` or `$`, at most two digits at the end.
+ */
+function keyName(key) {
+  return /^[A-Za-z_$]{1,40}[0-9]{0,2}$/.test(key) ? key : `(a key of ${key.length} characters, not shown)`
+}
+
+/**
+ * Reads `obj`'s known keys once into a plain object, refusing unknown own keys. Getters
+ * and Proxy traps run here, once; what they throw is wrapped by the caller.
+ */
+function readKeys(obj, known, path, reading) {
+  reading.at = path || 'options'
+  for (const key of Object.keys(obj)) {
+    if (known.includes(key)) continue
+    if (path === 'tls' && (key === 'rejectUnauthorized' || key === 'insecure')) {
+      throw invalid(`tls.${key} is not supported: certificates are always verified; trust a private CA with tls.caPem instead`)
+    }
+    const near = didYouMean(key, known)
+    const where = path ? `${path}.` : ''
+    throw invalid(`${where}${keyName(key)} is not a known option${near ? `; did you mean ${where}${near}?` : ''} (known: ${known.join(', ')})`)
+  }
+  const out = {}
+  for (const key of known) {
+    reading.at = path ? `${path}.${key}` : key
+    const v = obj[key]
+    if (v !== undefined) out[key] = v
+  }
+  return out
+}
+
+/**
+ * A number option: finite (or Infinity where `infinite` allows it), within [min, max],
+ * whole when `integer`. NaN, negative and non-finite values are refused by name.
+ */
+function numberOption(obj, key, path, { min = 0, max = MAX_MS, integer = false, infinite = false, unit = '' } = {}) {
   const v = obj[key]
   if (v === undefined) return undefined
-  if (typeof v !== 'number' || Number.isNaN(v)) throw invalid(`${path} must be a number, got ${typeof v}`)
+  if (typeof v !== 'number') throw invalid(`${path} must be a number, got ${typeof v}`)
+  if (infinite && v === Infinity) return v
+  if (!Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
+    const what = integer ? 'a whole number' : `a finite number${unit}`
+    const range = max === Infinity ? `of at least ${min}` : `between ${min} and ${max}`
+    throw invalid(`${path} must be ${what} ${range}${infinite ? ', or Infinity' : ''}, got ${v}`)
+  }
   return v
 }
+
+const ms = (obj, key, path, extra) => numberOption(obj, key, path, { unit: ' of milliseconds', ...extra })
+const count = (obj, key, path) => numberOption(obj, key, path, { min: 1, max: 4294967295, integer: true })
 
 function optionalFunction(obj, key) {
   const v = obj[key]
@@ -78,25 +170,59 @@ function optionalFunction(obj, key) {
   return v
 }
 
-/** Flattens the public options into the native ones, rejecting wrong types by name. */
-function toNativeOptions(o) {
-  if (o === null || typeof o !== 'object') throw invalid('options must be an object')
+/** A plain object (not null, not an array, not a function) or a refusal naming `path`. */
+function objectOption(v, path, what) {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw invalid(`${path} must be ${what}`)
+  return v
+}
+
+/**
+ * Whatever reading the caller's objects threw (a throwing getter, a Proxy whose ownKeys
+ * trap throws) as INVALID_CONFIG naming where, with the original as `cause`. Its message
+ * is not repeated: it is the caller's text, and the cause keeps it.
+ */
+function readFailure(e, reading) {
+  if (e instanceof FeishuTransportError) return e
+  return new FeishuTransportError('INVALID_CONFIG', `reading ${reading.at} threw; the options must be readable plain values (the thrown value is the cause)`, { terminal: true, cause: e })
+}
+
+/**
+ * Reads and checks the public options once. Returns the snapshot the transport keeps
+ * (getters are not run again) and the flattened native options; throws INVALID_CONFIG
+ * naming the option for anything that cannot work.
+ */
+function readOptions(options) {
+  const reading = { at: 'options' }
+  try {
+    return checkOptions(options, reading)
+  } catch (e) {
+    throw readFailure(e, reading)
+  }
+}
+
+function checkOptions(options, reading) {
+  objectOption(options, 'options', 'an object')
+  const o = readKeys(options, OPTION_KEYS, '', reading)
+  reading.at = 'options'
   for (const key of ['appId', 'appSecret']) {
     if (typeof o[key] !== 'string') throw invalid(`${key} must be a string, got ${typeof o[key]}`)
   }
   if (typeof o.onEvent !== 'function') throw invalid('onEvent must be a function')
-  for (const key of ['onReady', 'onReconnecting', 'onReconnected', 'onError', 'onStatus', 'logger']) {
+  for (const key of ['onReady', 'onReconnecting', 'onReconnected', 'onError', 'onStatus', 'logger', 'discover']) {
     optionalFunction(o, key)
   }
-  if (o.domain !== undefined && typeof o.domain !== 'string') throw invalid('domain must be a string')
-  if (o.userAgent !== undefined && typeof o.userAgent !== 'string') throw invalid('userAgent must be a string')
+  if (o.domain !== undefined) {
+    if (typeof o.domain !== 'string') throw invalid(`domain must be a string, got ${typeof o.domain}`)
+    if (o.domain.trim() === '') throw invalid("domain must be 'feishu', 'lark' or an http(s) URL, got an empty string (leave it out for 'feishu')")
+  }
+  if (o.userAgent !== undefined && typeof o.userAgent !== 'string') throw invalid(`userAgent must be a string, got ${typeof o.userAgent}`)
   if (o.logLevel !== undefined && !LOG_LEVELS.includes(o.logLevel)) {
     throw invalid(`logLevel must be one of ${LOG_LEVELS.join(', ')}`)
   }
   const n = { appId: o.appId, appSecret: o.appSecret, domain: o.domain, userAgent: o.userAgent }
   // Three states, which napi cannot tell apart by itself: undefined reads the
   // environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), null connects directly.
-  if (o.proxy === undefined) n.proxyMode = 'env'
+  if (!('proxy' in o)) n.proxyMode = 'env'
   else if (o.proxy === null) n.proxyMode = 'none'
   else if (typeof o.proxy === 'string' && o.proxy.trim() !== '') {
     n.proxyMode = 'url'
@@ -104,16 +230,8 @@ function toNativeOptions(o) {
   } else {
     throw invalid('proxy must be a proxy URL (http://, https://, socks5:// or socks5h://), null (direct) or undefined (the environment)')
   }
-  const tls = o.tls
-  if (tls !== undefined) {
-    if (tls === null || typeof tls !== 'object') throw invalid('tls must be an object')
-    for (const key of Object.keys(tls)) {
-      if (key === 'caPem' || key === 'systemRoots') continue
-      if (key === 'rejectUnauthorized' || key === 'insecure') {
-        throw invalid(`tls.${key} is not supported: certificates are always verified; trust a private CA with tls.caPem instead`)
-      }
-      throw invalid(`tls.${key} is not a known option (caPem, systemRoots)`)
-    }
+  if (o.tls !== undefined) {
+    const tls = readKeys(objectOption(o.tls, 'tls', 'an object'), NESTED_KEYS.tls, 'tls', reading)
     const ca = tls.caPem
     if (typeof ca === 'string') n.tlsCaPem = ca
     else if (ca instanceof Uint8Array) n.tlsCaPem = Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength).toString('utf8')
@@ -122,39 +240,41 @@ function toNativeOptions(o) {
       throw invalid('tls.systemRoots must be a boolean')
     }
     n.tlsSystemRoots = tls.systemRoots
+    o.tls = tls
   }
   n.logLevel = o.logLevel
-  const r = o.reconnect
-  if (r === false) n.reconnect = false
-  else if (r !== undefined && r !== true) {
-    if (r === null || typeof r !== 'object') throw invalid('reconnect must be a boolean or an object')
+  if (o.reconnect === false) n.reconnect = false
+  else if (o.reconnect !== undefined && o.reconnect !== true) {
+    const r = readKeys(objectOption(o.reconnect, 'reconnect', 'a boolean or an object'), NESTED_KEYS.reconnect, 'reconnect', reading)
     n.reconnect = true
-    n.initialDelayMs = optionalNumber(r, 'initialDelayMs', 'reconnect.initialDelayMs')
-    n.maxDelayMs = optionalNumber(r, 'maxDelayMs', 'reconnect.maxDelayMs')
-    n.multiplier = optionalNumber(r, 'multiplier', 'reconnect.multiplier')
-    n.jitter = optionalNumber(r, 'jitter', 'reconnect.jitter')
-    n.maxAttempts = optionalNumber(r, 'maxAttempts', 'reconnect.maxAttempts')
+    n.initialDelayMs = ms(r, 'initialDelayMs', 'reconnect.initialDelayMs')
+    n.maxDelayMs = ms(r, 'maxDelayMs', 'reconnect.maxDelayMs')
+    n.multiplier = numberOption(r, 'multiplier', 'reconnect.multiplier', { min: 1, max: Infinity })
+    n.jitter = numberOption(r, 'jitter', 'reconnect.jitter', { min: 0, max: 1 })
+    n.maxAttempts = count(r, 'maxAttempts', 'reconnect.maxAttempts')
+    o.reconnect = r
   }
-  n.pingIntervalMs = optionalNumber(o, 'pingIntervalMs', 'pingIntervalMs')
-  const t = o.timeouts
-  if (t !== undefined) {
-    if (t === null || typeof t !== 'object') throw invalid('timeouts must be an object')
-    n.discoveryTimeoutMs = optionalNumber(t, 'discoveryMs', 'timeouts.discoveryMs')
-    n.handshakeTimeoutMs = optionalNumber(t, 'handshakeMs', 'timeouts.handshakeMs')
-    n.pongTimeoutMs = optionalNumber(t, 'pongMs', 'timeouts.pongMs')
-    n.closeTimeoutMs = optionalNumber(t, 'closeMs', 'timeouts.closeMs')
+  n.pingIntervalMs = ms(o, 'pingIntervalMs', 'pingIntervalMs', { min: 100 })
+  if (o.timeouts !== undefined) {
+    const t = readKeys(objectOption(o.timeouts, 'timeouts', 'an object'), NESTED_KEYS.timeouts, 'timeouts', reading)
+    n.discoveryTimeoutMs = ms(t, 'discoveryMs', 'timeouts.discoveryMs', { min: 1 })
+    n.handshakeTimeoutMs = ms(t, 'handshakeMs', 'timeouts.handshakeMs', { min: 1 })
+    n.pongTimeoutMs = ms(t, 'pongMs', 'timeouts.pongMs', { min: 1 })
+    n.closeTimeoutMs = ms(t, 'closeMs', 'timeouts.closeMs', { min: 1 })
+    o.timeouts = t
   }
-  n.maxConcurrentHandlers = optionalNumber(o, 'maxConcurrentHandlers', 'maxConcurrentHandlers')
-  const h = optionalNumber(o, 'handlerTimeoutMs', 'handlerTimeoutMs')
-  n.handlerTimeoutMs = h === Infinity ? 0 : h
-  const d = o.dedupe
-  if (d === false) n.dedupe = false
-  else if (d !== undefined && d !== true) {
-    if (d === null || typeof d !== 'object') throw invalid('dedupe must be false or an object')
-    n.dedupeTtlMs = optionalNumber(d, 'ttlMs', 'dedupe.ttlMs')
-    n.dedupeMaxEntries = optionalNumber(d, 'maxEntries', 'dedupe.maxEntries')
+  n.maxConcurrentHandlers = count(o, 'maxConcurrentHandlers', 'maxConcurrentHandlers')
+  if (o.dedupe === false) n.dedupe = false
+  else if (o.dedupe !== undefined && o.dedupe !== true) {
+    const d = readKeys(objectOption(o.dedupe, 'dedupe', 'false or an object'), NESTED_KEYS.dedupe, 'dedupe', reading)
+    n.dedupeTtlMs = ms(d, 'ttlMs', 'dedupe.ttlMs', { min: 1 })
+    n.dedupeMaxEntries = count(d, 'maxEntries', 'dedupe.maxEntries')
+    o.dedupe = d
   }
-  return n
+  // 0 and Infinity both mean "no handler timeout"; the native side knows only 0.
+  const handlerTimeoutMs = ms(o, 'handlerTimeoutMs', 'handlerTimeoutMs', { infinite: true })
+  if (handlerTimeoutMs !== undefined) n.handlerTimeoutMs = handlerTimeoutMs === Infinity ? 0 : handlerTimeoutMs
+  return { options: o, native: n }
 }
 
 /**
@@ -199,16 +319,18 @@ class FeishuTransport {
    * they cannot work. Connects nothing until start().
    */
   constructor(options) {
-    const nativeOptions = toNativeOptions(options)
+    // Read once: the transport keeps this snapshot, so a getter cannot answer
+    // differently (or throw) later.
+    const { options: snapshot, native: nativeOptions } = readOptions(options)
     // Handed over beside the options, not in them: a function is not an option value.
-    const discover = discoveryHook(options.discover)
+    const discover = discoveryHook(snapshot.discover)
     try {
       this.#native = new native.NativeTransport(nativeOptions, discover)
     } catch (e) {
       throw toTransportError(e)
     }
-    this.#options = { ...options }
-    const logger = options.logger ?? defaultLogger
+    this.#options = snapshot
+    const logger = snapshot.logger ?? defaultLogger
     this.#log = (level, message) => {
       try {
         const r = logger(level, message)
@@ -382,12 +504,19 @@ class FeishuTransport {
    * (default 5000) for in-flight handlers and sends their acks; force drops at once.
    */
   close(options = {}) {
-    const force = Boolean(options && options.force)
-    const drainMs = options && options.drainMs
-    if (drainMs !== undefined && (typeof drainMs !== 'number' || drainMs < 0)) {
-      return Promise.reject(invalid('drainMs must be a non-negative number'))
+    const reading = { at: 'close() options' }
+    let force, drainMs
+    try {
+      if (options !== undefined && options !== null) {
+        const o = readKeys(objectOption(options, 'close() options', 'an object'), CLOSE_KEYS, 'close()', reading)
+        force = o.force
+        drainMs = ms(o, 'drainMs', 'close() drainMs')
+      }
+      if (force !== undefined && typeof force !== 'boolean') throw invalid(`close() force must be a boolean, got ${typeof force}`)
+    } catch (e) {
+      return Promise.reject(readFailure(e, reading))
     }
-    return this.#native.close(force, drainMs)
+    return this.#native.close(Boolean(force), drainMs).catch((e) => { throw toTransportError(e) })
   }
 
   /** Cuts the live socket without acking in-flight events, then reconnects. */

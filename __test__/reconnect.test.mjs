@@ -66,14 +66,15 @@ test('the backoff only resets once a connection proved healthy', async () => {
     const delays = []
     const ready = deferred()
     const t = new FeishuTransport(fastOptions(emulator, {
-      reconnect: { initialDelayMs: 10, maxDelayMs: 1000, multiplier: 2, jitter: 0 },
+      // From 250 ms: shorter delays are raised by the attempt pacer (at most 4 a second).
+      reconnect: { initialDelayMs: 250, maxDelayMs: 2000, multiplier: 2, jitter: 0 },
       onReconnecting: (i) => delays.push(i.delayMs),
       onReady: ready.resolve,
     }))
     const running = t.start()
     // 4 sockets accepted and closed at once: never healthy, so the delay keeps growing.
     await waitFor(() => delays.length >= 4, { what: '4 retries' })
-    assert.deepEqual(delays.slice(0, 4), [10, 20, 40, 80])
+    assert.deepEqual(delays.slice(0, 4), [250, 500, 1000, 2000])
     await t.close()
     await running
   } finally {

@@ -433,12 +433,13 @@ async fn a_server_that_accepts_and_closes_forever_meets_a_growing_backoff() {
     let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
     em.accept_and_close(None);
     let mut cfg = config(&em);
+    // From 250 ms: shorter delays are raised by the attempt pacer (at most 4 a second).
     cfg.reconnect = Some(BackoffPolicy {
-        initial: Duration::from_millis(10),
-        max: Duration::from_millis(80),
+        initial: Duration::from_millis(250),
+        max: Duration::from_millis(1000),
         multiplier: 2.0,
         jitter: 0.0,
-        max_attempts: Some(7),
+        max_attempts: Some(5),
     });
     let r = start(cfg, TestHandler::ok());
     let err = r.run.await.unwrap().unwrap_err();
@@ -451,8 +452,8 @@ async fn a_server_that_accepts_and_closes_forever_meets_a_growing_backoff() {
         .iter()
         .map(|(_, d)| d.as_millis() as u64)
         .collect();
-    assert_eq!(delays, vec![10, 20, 40, 80, 80, 80]);
-    assert_eq!(em.stats().handshakes, 7);
+    assert_eq!(delays, vec![250, 500, 1000, 1000]);
+    assert_eq!(em.stats().handshakes, 5);
     em.close().await;
 }
 
@@ -674,13 +675,45 @@ async fn ten_thousand_unfinished_messages_stay_bounded() {
         200
     );
     let s = r.transport.status();
-    // 1024 partials fit under the 1 MiB cap at most; the rest were refused and counted
+    // 1024 partials fit under the 1 MiB cap at most; each newer one evicted the oldest,
+    // and every eviction was counted
     assert!(
         s.counters.dropped_frames >= 10_000 - 1024,
         "{:?}",
         s.counters
     );
     assert_eq!(s.counters.connects, 1);
+    r.stop().await.unwrap();
+    em.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_event_is_handled_at_once_while_junk_partials_fill_every_slot() {
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let mut cfg = config(&em);
+    cfg.fragment_limits.max_buffered_bytes = 1 << 20;
+    let r = start(cfg, TestHandler::ok());
+    r.connected().await;
+    // Every slot and every buffered byte taken by messages that will never finish.
+    let chunk = vec![b'a'; 1024];
+    for i in 0..2_000 {
+        em.send_frame(None, data_frame(&format!("junk-{i}"), "2", "0", &chunk));
+    }
+    let id = em.push_event(
+        event("real-fragmented"),
+        PushOptions {
+            fragments: 3,
+            ..PushOptions::default()
+        },
+    );
+    // Refusing the newcomer (the old rule) left it unacked until the junk expired (10 s).
+    assert_eq!(
+        em.wait_for_ack(&id, None, Duration::from_secs(3))
+            .await
+            .unwrap()
+            .code,
+        200
+    );
     r.stop().await.unwrap();
     em.close().await;
 }

@@ -94,6 +94,57 @@ impl BackoffPolicy {
     }
 }
 
+/// The least spacing of connection attempts once the burst is spent: at most four a
+/// second, sustained.
+pub const MIN_ATTEMPT_GAP: Duration = Duration::from_millis(250);
+
+/// Attempts allowed back to back before [`MIN_ATTEMPT_GAP`] applies: a reconnect right
+/// after a lost connection is not slowed by the attempt that made that connection.
+pub const ATTEMPT_BURST: f64 = 2.0;
+
+/// A floor under the backoff that no option can lower: a token bucket of
+/// [`ATTEMPT_BURST`] attempts refilled at one per [`MIN_ATTEMPT_GAP`]. With
+/// `initialDelayMs: 0, maxDelayMs: 0` against a server failing at once, or a server that
+/// accepts and drops every connection (which resets the backoff), attempts still come at
+/// most 2 + 4·t in any t seconds instead of hundreds a second.
+#[derive(Debug, Clone)]
+pub struct AttemptPacer {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl AttemptPacer {
+    pub fn new(now: std::time::Instant) -> Self {
+        AttemptPacer {
+            tokens: ATTEMPT_BURST,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: std::time::Instant) {
+        let earned =
+            now.saturating_duration_since(self.at).as_secs_f64() / MIN_ATTEMPT_GAP.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(ATTEMPT_BURST);
+        self.at = self.at.max(now);
+    }
+
+    /// An attempt starts now.
+    pub fn take(&mut self, now: std::time::Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+
+    /// How long from `now` until the next attempt may start.
+    pub fn wait(&mut self, now: std::time::Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            MIN_ATTEMPT_GAP.mul_f64(1.0 - self.tokens)
+        }
+    }
+}
+
 /// `v` clamped to `[0, 1]`, or `fallback` when it is NaN.
 fn clamp_unit(v: f64, fallback: f64) -> f64 {
     if v.is_nan() {
@@ -107,6 +158,47 @@ fn clamp_unit(v: f64, fallback: f64) -> f64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_pacer_allows_a_burst_then_four_a_second() {
+        let t0 = std::time::Instant::now();
+        let mut p = AttemptPacer::new(t0);
+        p.take(t0);
+        assert_eq!(p.wait(t0), Duration::ZERO, "a second attempt at once");
+        p.take(t0);
+        assert_eq!(p.wait(t0), MIN_ATTEMPT_GAP);
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(p.wait(t1), Duration::from_millis(150));
+        // a long pause refills the burst, no more
+        let t2 = t0 + Duration::from_secs(60);
+        p.take(t2);
+        p.take(t2);
+        assert_eq!(p.wait(t2), MIN_ATTEMPT_GAP);
+    }
+
+    proptest! {
+        /// Attempts that always wait as told never exceed 2 + 4·t in any window of t
+        /// seconds, whatever the extra delays.
+        #[test]
+        fn paced_attempts_never_exceed_the_rate(extra in proptest::collection::vec(0u64..400, 1..60)) {
+            let t0 = std::time::Instant::now();
+            let mut p = AttemptPacer::new(t0);
+            let mut now = t0;
+            let mut starts = Vec::new();
+            for e in extra {
+                p.take(now);
+                starts.push(now);
+                now += p.wait(now).max(Duration::from_millis(e));
+            }
+            for (i, a) in starts.iter().enumerate() {
+                for (j, b) in starts.iter().enumerate().skip(i) {
+                    let window = b.duration_since(*a).as_secs_f64();
+                    let allowed = ATTEMPT_BURST + window / MIN_ATTEMPT_GAP.as_secs_f64() + 1e-6;
+                    prop_assert!(((j - i + 1) as f64) <= allowed, "{} attempts in {window} s", j - i + 1);
+                }
+            }
+        }
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

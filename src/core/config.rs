@@ -104,6 +104,10 @@ pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
 /// that a handler that will never settle gives its slot back within minutes.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The longest `userAgent`: far above any product token, far below what makes an HTTP
+/// server refuse the request.
+pub const MAX_USER_AGENT_CHARS: usize = 512;
+
 impl TransportConfig {
     /// A configuration with the documented defaults.
     pub fn new(app_id: impl Into<String>, app_secret: impl Into<String>, domain: Domain) -> Self {
@@ -140,15 +144,37 @@ impl TransportConfig {
     /// Rejects what can never work, before anything connects.
     pub fn validate(&self) -> Result<(), TransportError> {
         if !valid_app_id(&self.app_id) {
+            // Never the value itself: appId and appSecret swapped (a common environment
+            // mistake) would print the secret here.
             return Err(TransportError::invalid_config(format!(
-                "appId must look like cli_ followed by 16 hex digits (the platform's format), got {:?}",
-                crate::core::redact::single_line(&self.app_id, 64)
+                "appId must look like cli_ followed by 16 hex digits (the platform's format), got {} (not shown: it may be the app secret; are appId and appSecret swapped?)",
+                shape(&self.app_id)
             )));
         }
         if self.app_secret.trim().is_empty() {
             return Err(TransportError::invalid_config(
                 "appSecret must not be empty",
             ));
+        }
+        if self.app_secret.chars().any(char::is_control) {
+            return Err(TransportError::invalid_config(format!(
+                "appSecret must not contain control characters (a newline, NUL …), got {} (not shown); was it read from a file with its line end?",
+                shape(&self.app_secret)
+            )));
+        }
+        if valid_app_id(&self.app_secret) {
+            return Err(TransportError::invalid_config(
+                "appSecret looks like an app id (cli_ and 16 hex digits): are appId and appSecret swapped?",
+            ));
+        }
+        if let Some(ua) = &self.user_agent {
+            let n = ua.chars().count();
+            if n > MAX_USER_AGENT_CHARS || !ua.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(TransportError::invalid_config(format!(
+                    "userAgent must be at most {MAX_USER_AGENT_CHARS} printable ASCII characters (it becomes an HTTP header), got {}",
+                    shape(ua)
+                )));
+            }
         }
         if let Some(p) = &self.reconnect {
             p.validate()
@@ -207,6 +233,33 @@ impl TransportConfig {
     }
 }
 
+/// What a rejected value looks like without showing it: its length and the kinds of
+/// character in it, e.g. `32 characters (letters, digits)`. Safe to print for a secret.
+pub fn shape(value: &str) -> String {
+    let n = value.chars().count();
+    let mut kinds = Vec::new();
+    let mut add = |present: bool, name: &'static str| {
+        if present {
+            kinds.push(name);
+        }
+    };
+    add(value.chars().any(|c| c.is_ascii_alphabetic()), "letters");
+    add(value.chars().any(|c| c.is_ascii_digit()), "digits");
+    add(
+        value.chars().any(|c| c.is_ascii_punctuation()),
+        "punctuation",
+    );
+    add(value.contains(' '), "spaces");
+    add(value.chars().any(|c| c.is_control()), "control characters");
+    add(!value.is_ascii(), "non-ASCII");
+    let chars = if n == 1 { "character" } else { "characters" };
+    if kinds.is_empty() {
+        format!("{n} {chars}")
+    } else {
+        format!("{n} {chars} ({})", kinds.join(", "))
+    }
+}
+
 /// The SDK's rule: `/^cli_[0-9a-fA-F]{16}$/`.
 pub fn valid_app_id(id: &str) -> bool {
     id.len() == 20
@@ -258,6 +311,43 @@ mod tests {
         let mut c = cfg();
         c.timeouts.pong = Duration::ZERO;
         assert!(c.validate().unwrap_err().message.contains("pongMs"));
+    }
+
+    #[test]
+    fn rejected_credentials_are_described_never_shown() {
+        let secret = "Xq7vR2mK9pL4sT8wY1zB3nC6dF0gH5jA";
+        let mut c = cfg();
+        (c.app_id, c.app_secret) = (secret.into(), "cli_a1b2c3d4e5f60718".into());
+        let e = c.validate().unwrap_err();
+        assert!(!e.message.contains(secret), "{}", e.message);
+        assert!(
+            e.message.contains("32 characters (letters, digits)"),
+            "{}",
+            e.message
+        );
+        let mut c = cfg();
+        c.app_id = "cli_a1b2c3d4e5f60718".into();
+        c.app_secret = "cli_a1b2c3d4e5f60718".into();
+        assert!(c.validate().unwrap_err().message.contains("swapped"));
+        for bad in ["s3cret-value\n", "s3cret\0value"] {
+            let mut c = cfg();
+            c.app_secret = bad.into();
+            let e = c.validate().unwrap_err();
+            assert!(e.message.contains("control characters"), "{}", e.message);
+            assert!(!e.message.contains("s3cret"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn user_agents_that_cannot_be_a_header_are_refused() {
+        for bad in ["x".repeat(100_000), "a\r\nb".into(), "caf\u{e9}".into()] {
+            let mut c = cfg();
+            c.user_agent = Some(bad);
+            assert!(c.validate().unwrap_err().message.contains("userAgent"));
+        }
+        let mut c = cfg();
+        c.user_agent = Some("openclaw/1.0 (linux; node 20)".into());
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -729,7 +729,13 @@ impl Session<'_> {
         let now = Instant::now();
         let complete = match self.assembler.push(&frame, payload, now) {
             Ok(Some(c)) => c,
-            Ok(None) => return None,
+            Ok(None) => {
+                let evicted = self.assembler.take_evicted();
+                if evicted > 0 {
+                    self.drops.note(counters, log, || format!("dropped the oldest incomplete fragmented message to make room for a new one (the pending limit is reached){tag}"));
+                }
+                return None;
+            }
             Err(e) => {
                 self.drops
                     .note(counters, log, || format!("dropped a fragment: {e}{tag}"));

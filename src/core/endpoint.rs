@@ -38,27 +38,43 @@ pub struct Domain {
 
 impl Domain {
     pub fn parse(domain: Option<&str>) -> Result<Domain, TransportError> {
-        let raw = domain.map(str::trim).unwrap_or("feishu");
+        let raw = match domain.map(str::trim) {
+            None => "feishu",
+            // An empty domain is a missing environment variable, not a wish for Feishu's
+            // production servers.
+            Some("") => {
+                return Err(TransportError::invalid_config(
+                    "domain must be 'feishu', 'lark' or an http(s) URL, got an empty string (leave it out for 'feishu')",
+                ))
+            }
+            Some(d) => d,
+        };
         let base = match raw.to_ascii_lowercase().as_str() {
-            "" | "feishu" => FEISHU_DOMAIN.to_string(),
+            "feishu" => FEISHU_DOMAIN.to_string(),
             "lark" | "larksuite" => LARK_DOMAIN.to_string(),
             _ => {
+                // The value is not quoted: a URL may carry credentials, and saying what is
+                // wrong is enough to fix it.
                 let url = url::Url::parse(raw).map_err(|e| {
                     TransportError::invalid_config(format!(
-                        "domain must be 'feishu', 'lark' or an http(s) URL, got {raw:?}: {e}"
+                        "domain must be 'feishu', 'lark' or an http(s) URL; it does not parse as a URL ({e})"
                     ))
                 })?;
                 if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                     return Err(TransportError::invalid_config(format!(
-                        "domain must be 'feishu', 'lark' or an http(s) URL, got {raw:?}"
+                        "domain must be 'feishu', 'lark' or an http(s) URL, got a {}: URL",
+                        url.scheme()
                     )));
                 }
                 if url.query().is_some() || url.fragment().is_some() {
-                    return Err(TransportError::invalid_config(format!(
-                        "domain must not carry a query or fragment, got {raw:?}"
-                    )));
+                    return Err(TransportError::invalid_config(
+                        "domain must not carry a query or fragment",
+                    ));
                 }
-                raw.trim_end_matches('/').to_string()
+                // The scheme as parsed (lower case): `HTTP://` is `http://`, and whether
+                // plain ws:// is allowed is decided on this text.
+                let rest = &raw[raw.find(':').map_or(0, |i| i + 1)..];
+                format!("{}:{}", url.scheme(), rest.trim_end_matches('/'))
             }
         };
         Ok(Domain { base })
@@ -414,6 +430,15 @@ mod tests {
             "https://open.example.com/feishu/callback/ws/endpoint"
         );
         assert!(!d.allows_plain());
+        for upper in ["HTTP://127.0.0.1:1234/", "Http://127.0.0.1:1234"] {
+            let d = Domain::parse(Some(upper)).unwrap();
+            assert!(d.allows_plain(), "{upper}");
+            assert_eq!(d.base(), "http://127.0.0.1:1234");
+        }
+        for empty in ["", "   "] {
+            let e = Domain::parse(Some(empty)).unwrap_err();
+            assert!(e.message.contains("empty"), "{}", e.message);
+        }
         assert!(Domain::parse(Some("http://127.0.0.1:1234"))
             .unwrap()
             .allows_plain());

@@ -54,8 +54,10 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A failure of the transport. Messages never contain secrets: every constructor that
-/// takes text from the network or from a lower layer runs it through the redactor.
+/// A failure of the transport. Messages never contain secrets: every constructor hides
+/// secret-looking patterns at once, and [`TransportError::scrubbed`] hides the literal
+/// secrets (app secret, proxy password, the run's `access_key`/`ticket`) and makes the
+/// final cut before anyone outside the core sees the error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransportError {
     pub code: ErrorCode,
@@ -79,12 +81,12 @@ impl TransportError {
     }
 
     fn build(code: ErrorCode, message: String, terminal: bool) -> Self {
+        use crate::core::redact;
         TransportError {
             code,
-            message: crate::core::redact::single_line(
-                &crate::core::redact::redact_patterns(&message),
-                crate::core::redact::MAX_LOG_CHARS,
-            ),
+            // Not cut to the 500 characters a reader sees yet: a literal secret echoed
+            // near that cut would lose its tail and no longer match. `scrubbed` cuts.
+            message: redact::single_line(&redact::redact_patterns(&message), redact::MAX_RAW_CHARS),
             terminal,
             feishu_code: None,
             cause: None,
@@ -103,6 +105,17 @@ impl TransportError {
 
     pub fn invalid_config(message: impl Into<String>) -> Self {
         Self::terminal(ErrorCode::InvalidConfig, message)
+    }
+
+    /// The error as a reader may see it: every literal secret `redactor` knows hidden,
+    /// then cut to 500 characters (a prefix of a secret left at the cut hidden too), in
+    /// its message and every cause's.
+    pub fn scrubbed(mut self, redactor: &crate::core::redact::Redactor) -> Self {
+        self.message = redactor.finish(&self.message);
+        if let Some(c) = self.cause.take() {
+            self.cause = Some(Box::new(c.scrubbed(redactor)));
+        }
+        self
     }
 }
 

@@ -83,8 +83,9 @@ pub enum FragmentError {
         fragment: usize,
         max: usize,
     },
-    /// The fragment starts a new message while
-    /// [`FragmentLimits::max_pending_messages`] partials are already held.
+    /// The fragment starts a new message while no partial may be held at all
+    /// (`max_pending_messages` 0). When the table is merely full, the oldest partial is
+    /// evicted instead (see [`Assembler::take_evicted`]).
     TooManyPending { pending: usize, max: usize },
 }
 
@@ -171,6 +172,8 @@ pub struct Assembler {
     limits: FragmentLimits,
     partials: HashMap<String, Partial>,
     buffered: usize,
+    /// Partials evicted to make room since the last [`Assembler::take_evicted`].
+    evicted: usize,
 }
 
 /// What the `sum`/`seq` headers say, once validated.
@@ -214,6 +217,7 @@ impl Assembler {
             limits,
             partials: HashMap::new(),
             buffered: 0,
+            evicted: 0,
         }
     }
 
@@ -227,7 +231,9 @@ impl Assembler {
     /// On `Err` nothing of this frame is kept; for [`FragmentError::SumMismatch`],
     /// [`FragmentError::MessageTooLarge`] and [`FragmentError::BufferFull`] its partial
     /// message is dropped as well, and a later fragment of it starts a new partial that
-    /// expires unless the whole message is re-delivered.
+    /// expires unless the whole message is re-delivered. When the pending table or the byte
+    /// cap is full, the oldest other partials are evicted to make room (counted by
+    /// [`Assembler::take_evicted`]).
     ///
     /// `payload` is the frame's payload: a whole message (the usual case) is passed on
     /// as it is, borrowed, and only a fragment is copied, into its buffer.
@@ -270,8 +276,7 @@ impl Assembler {
 
         // A duplicate seq overwrites its slot (as the SDKs do), so its old bytes leave the
         // accounting before the new ones are checked.
-        let slot = &partial.slots[seq as usize];
-        let replaced = slot.as_ref().map_or(0, Vec::len);
+        let replaced = partial.slots[seq as usize].as_ref().map_or(0, Vec::len);
         let fragment_len = payload.len();
         let message_bytes = partial.bytes - replaced + fragment_len;
         if message_bytes > max_bytes {
@@ -281,18 +286,24 @@ impl Assembler {
                 max: max_bytes,
             });
         }
-        let others = self.buffered - partial.bytes;
-        if others + message_bytes > max_bytes {
-            let buffered = self.buffered;
-            self.drop_partial(message_id);
-            return Err(FragmentError::BufferFull {
-                buffered,
-                fragment: fragment_len,
-                max: max_bytes,
-            });
+        let own = partial.bytes;
+        // Room is made as for a new message: the oldest other partials go first.
+        while self.buffered - own + message_bytes > max_bytes {
+            if !self.evict_oldest(Some(message_id)) {
+                let buffered = self.buffered;
+                self.drop_partial(message_id);
+                return Err(FragmentError::BufferFull {
+                    buffered,
+                    fragment: fragment_len,
+                    max: max_bytes,
+                });
+            }
         }
-
-        if slot.is_none() {
+        let others = self.buffered - own;
+        let Some(partial) = self.partials.get_mut(message_id) else {
+            return Ok(None);
+        };
+        if partial.slots[seq as usize].is_none() {
             partial.received += 1;
         }
         partial.slots[seq as usize] = Some(payload.to_vec());
@@ -331,22 +342,23 @@ impl Assembler {
                 max: max_bytes,
             });
         }
-        if self.buffered + payload.len() > max_bytes {
-            return Err(FragmentError::BufferFull {
-                buffered: self.buffered,
-                fragment: payload.len(),
-                max: max_bytes,
-            });
-        }
-        // Rejecting the newcomer rather than evicting the oldest: evicting would let a
-        // burst of never-completing first fragments destroy messages that were about to
-        // complete, while a rejected newcomer costs only a re-delivery once the partials
-        // ahead of it complete or expire.
-        if self.partials.len() >= self.limits.max_pending_messages {
-            return Err(FragmentError::TooManyPending {
-                pending: self.partials.len(),
-                max: self.limits.max_pending_messages,
-            });
+        // Evicting the oldest partials rather than refusing the newcomer, when the table is
+        // full or the bytes would not fit: real fragments of one message arrive back to
+        // back, so the oldest partial of a full table is almost surely one that will never
+        // finish; refusing instead let a table full of such partials starve every real
+        // fragmented event until they expired (10 s), unacked. An evicted message that was
+        // real is re-delivered by Feishu, as any unacked one is. The table belongs to one
+        // connection, so only that connection's own partials can be evicted.
+        while self.partials.len() >= self.limits.max_pending_messages
+            || self.buffered + payload.len() > max_bytes
+        {
+            if !self.evict_oldest(None) {
+                // Nothing left to evict: a limit of 0 partials.
+                return Err(FragmentError::TooManyPending {
+                    pending: 0,
+                    max: self.limits.max_pending_messages,
+                });
+            }
         }
         let bytes = payload.len();
         let mut slots = vec![None; sum as usize];
@@ -363,6 +375,25 @@ impl Assembler {
         );
         self.buffered += bytes;
         Ok(None)
+    }
+
+    /// Drops the partial whose first fragment came first (other than `keep`), counting it
+    /// in [`Assembler::take_evicted`]. False when there is none.
+    fn evict_oldest(&mut self, keep: Option<&str>) -> bool {
+        let oldest = self
+            .partials
+            .iter()
+            .filter(|(id, _)| Some(id.as_str()) != keep)
+            .min_by_key(|(_, p)| p.first_seen)
+            .map(|(id, _)| id.clone());
+        match oldest {
+            Some(id) => {
+                self.drop_partial(&id);
+                self.evicted += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     fn drop_partial(&mut self, message_id: &str) {
@@ -387,6 +418,12 @@ impl Assembler {
         });
         self.buffered -= released;
         before - self.partials.len()
+    }
+
+    /// How many partial messages were evicted (the oldest, when a new message found the
+    /// table full) since the last call.
+    pub fn take_evicted(&mut self) -> usize {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Payload bytes held across all partial messages.
@@ -747,53 +784,92 @@ mod tests {
     }
 
     #[test]
-    fn full_buffer_drops_the_offending_partial_and_releases_its_bytes() {
+    fn a_full_buffer_evicts_the_oldest_other_partials_to_make_room() {
         let mut a = Assembler::new(limits(10, 16, 16));
-        let now = Instant::now();
-        assert_eq!(a.push_frame(&frag("a", 2, 0, &[1; 6]), now), Ok(None));
-        assert_eq!(a.push_frame(&frag("b", 3, 0, &[2; 3]), now), Ok(None));
-        assert_eq!(
-            a.push_frame(&frag("b", 3, 1, &[2; 3]), now),
-            Err(FragmentError::BufferFull {
-                buffered: 9,
-                fragment: 3,
-                max: 10
-            })
-        );
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(a.push_frame(&frag("a", 2, 0, &[1; 6]), t0), Ok(None));
+        assert_eq!(a.push_frame(&frag("b", 3, 0, &[2; 3]), later(1)), Ok(None));
+        // "b" grows past the cap: "a", the oldest other, goes
+        assert_eq!(a.push_frame(&frag("b", 3, 1, &[2; 3]), later(2)), Ok(None));
+        assert_eq!(a.take_evicted(), 1);
         assert_eq!((a.pending_messages(), a.buffered_bytes()), (1, 6));
-        // a new message that cannot fit is rejected without touching "a"
+        // a new message that does not fit evicts "b"
+        assert_eq!(a.push_frame(&frag("c", 2, 0, &[3; 5]), later(3)), Ok(None));
+        assert_eq!(a.take_evicted(), 1);
+        assert_eq!((a.pending_messages(), a.buffered_bytes()), (1, 5));
         assert_eq!(
-            a.push_frame(&frag("c", 2, 0, &[3; 5]), now),
-            Err(FragmentError::BufferFull {
-                buffered: 6,
-                fragment: 5,
-                max: 10
-            })
-        );
-        assert_eq!(
-            a.push_frame(&frag("a", 2, 1, &[1; 4]), now)
+            a.push_frame(&frag("c", 2, 1, &[3; 5]), later(4))
                 .unwrap()
                 .unwrap()
                 .payload,
-            vec![1; 10]
+            vec![3; 10]
         );
-        assert_eq!(a.buffered_bytes(), 0);
+        assert_eq!((a.pending_messages(), a.buffered_bytes()), (0, 0));
+        assert_eq!(a.take_evicted(), 0);
     }
 
     #[test]
-    fn pending_limit_rejects_new_messages_and_keeps_the_old() {
+    fn a_full_table_evicts_its_oldest_partial_for_a_new_message() {
         let mut a = Assembler::new(limits(1 << 20, 16, 2));
-        let now = Instant::now();
-        assert_eq!(a.push_frame(&frag("a", 2, 0, b"a"), now), Ok(None));
-        assert_eq!(a.push_frame(&frag("b", 2, 0, b"b"), now), Ok(None));
-        assert_eq!(
-            a.push_frame(&frag("c", 2, 0, b"c"), now),
-            Err(FragmentError::TooManyPending { pending: 2, max: 2 })
-        );
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(a.push_frame(&frag("a", 2, 0, b"a"), t0), Ok(None));
+        assert_eq!(a.push_frame(&frag("b", 2, 0, b"b"), later(1)), Ok(None));
+        assert_eq!(a.take_evicted(), 0);
+        // the table is full: "a", the oldest, goes; "c" is held
+        assert_eq!(a.push_frame(&frag("c", 2, 0, b"cc"), later(2)), Ok(None));
+        assert_eq!(a.take_evicted(), 1);
+        assert_eq!(a.take_evicted(), 0, "taking resets the count");
+        assert_eq!((a.pending_messages(), a.buffered_bytes()), (2, 3));
         // whole messages never count against the pending limit
-        assert!(a.push_frame(&frag("d", 1, 0, b"d"), now).unwrap().is_some());
-        assert!(a.push_frame(&frag("a", 2, 1, b"!"), now).unwrap().is_some());
-        assert_eq!(a.push_frame(&frag("c", 2, 0, b"c"), now), Ok(None));
+        assert!(a
+            .push_frame(&frag("d", 1, 0, b"d"), later(3))
+            .unwrap()
+            .is_some());
+        // "b" and "c" complete; "a"'s second half starts a new partial of its own
+        assert!(a
+            .push_frame(&frag("b", 2, 1, b"!"), later(4))
+            .unwrap()
+            .is_some());
+        assert!(a
+            .push_frame(&frag("c", 2, 1, b"!"), later(5))
+            .unwrap()
+            .is_some());
+        assert_eq!(a.push_frame(&frag("a", 2, 1, b"!"), later(6)), Ok(None));
+        assert_eq!((a.pending_messages(), a.buffered_bytes()), (1, 1));
+    }
+
+    #[test]
+    fn a_flood_of_unfinished_messages_cannot_starve_a_real_one() {
+        let mut a = Assembler::new(FragmentLimits::default());
+        let t0 = Instant::now();
+        for i in 0..4096 {
+            let id = format!("junk-{i}");
+            assert_eq!(a.push_frame(&frag(&id, 2, 0, b"j"), t0), Ok(None));
+        }
+        assert_eq!(a.pending_messages(), 1024);
+        let t1 = t0 + Duration::from_millis(1);
+        assert_eq!(a.push_frame(&frag("real", 2, 0, b"he"), t1), Ok(None));
+        let done = a
+            .push_frame(&frag("real", 2, 1, b"llo"), t1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.payload, b"hello".to_vec());
+        assert_eq!(a.take_evicted(), 4096 - 1024 + 1);
+    }
+
+    #[test]
+    fn a_limit_of_zero_holds_nothing() {
+        let mut a = Assembler::new(limits(1 << 20, 16, 0));
+        assert_eq!(
+            a.push_frame(&frag("a", 2, 0, b"a"), Instant::now()),
+            Err(FragmentError::TooManyPending { pending: 0, max: 0 })
+        );
+        assert!(a
+            .push_frame(&frag("w", 1, 0, b"w"), Instant::now())
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::config::LogLevel;
 use super::observer::Observer;
-use super::redact::{single_line, Redactor, MAX_LOG_CHARS};
+use super::redact::Redactor;
 
 #[derive(Clone)]
 pub struct Log {
@@ -29,7 +29,7 @@ impl Log {
 
     pub fn emit(&self, level: LogLevel, message: String) {
         if self.enabled(level) {
-            let line = single_line(&self.redactor.redact(&message), MAX_LOG_CHARS);
+            let line = self.redactor.finish(&message);
             self.observer.log(level, &line);
         }
     }

@@ -53,6 +53,38 @@ pub struct ProxyAuth {
     pub password: String,
 }
 
+impl ProxyAuth {
+    /// The `Proxy-Authorization: Basic` credential: base64 of `user:password`.
+    pub fn basic_token(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password))
+    }
+}
+
+/// What a URL's userinfo percent-encodes (the WHATWG userinfo set), so a password can be
+/// recognised as it was written in a proxy URL.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b':')
+    .add(b';')
+    .add(b'=')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'|');
+
 impl fmt::Debug for ProxyAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The password never reaches a log, even through a `{:?}` of the config.
@@ -112,8 +144,15 @@ impl ProxyUrl {
             format!("http://{raw}")
         };
         let shown = || super::redact::redact_url(&with_scheme);
-        let url = url::Url::parse(&with_scheme)
-            .map_err(|e| format!("{:?} does not parse as a URL ({e})", shown()))?;
+        let url = url::Url::parse(&with_scheme).map_err(|e| unparseable(&with_scheme, e))?;
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            // `http://user:12/ss@proxy` parses, as host `user`, port 12 and a path holding
+            // the rest of the password: refuse it, and quote none of it.
+            return Err(format!(
+                "({}://…, not shown: it may hold a password) has a path, query or fragment, which a proxy URL never has: a '/', '?' or '#' in the user name or password must be percent-encoded (%2F, %3F, %23; encodeURIComponent does it)",
+                url.scheme()
+            ));
+        }
         let scheme = match url.scheme() {
             "http" => ProxyScheme::Http,
             "https" => ProxyScheme::Https,
@@ -165,6 +204,31 @@ impl ProxyUrl {
             auth,
         })
     }
+}
+
+/// Why `raw` did not parse, without quoting any of it: a URL that fails to parse is most
+/// often one whose password holds an unencoded `/`, `#` or `?`, so its text is exactly
+/// the one that carries the password. Names the scheme and the part that is wrong.
+fn unparseable(raw: &str, e: url::ParseError) -> String {
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+    let scheme = if !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        scheme.to_ascii_lowercase()
+    } else {
+        "?".to_string()
+    };
+    // The parser ends the authority at the first `/`, `?` or `#`; an `@` after one of
+    // them means user name or password holds it unencoded.
+    let userinfo = rest.rfind('@').map(|at| &rest[..at]);
+    let why = match userinfo {
+        Some(u) if u.contains(['/', '?', '#']) => "the user name or password holds a '/', '?' or '#' that is not percent-encoded (write %2F, %3F, %23; encodeURIComponent does it)".to_string(),
+        Some(_) => format!("{e} in the host or port after '@'"),
+        None => format!("{e} in the host or port"),
+    };
+    format!("({scheme}://…, not shown: it may hold a password) does not parse as a URL: {why}")
 }
 
 /// How connections choose their proxy.
@@ -222,6 +286,16 @@ impl ProxyMode {
         let mut add = |p: &ProxyUrl| {
             if let Some(a) = &p.auth {
                 out.push(a.password.clone());
+                // As written in a URL, and the `Basic` credential a proxy may echo back
+                // (`407 credentials YWxpY2U6… rejected`), with and without its padding.
+                let encoded: String =
+                    percent_encoding::utf8_percent_encode(&a.password, USERINFO).to_string();
+                if encoded != a.password {
+                    out.push(encoded);
+                }
+                let basic = a.basic_token();
+                out.push(basic.trim_end_matches('=').to_string());
+                out.push(basic);
             }
         };
         match self {
@@ -500,12 +574,10 @@ pub async fn http_connect<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use base64::Engine as _;
     let authority = target.to_string();
     let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(a) = &proxy.auth {
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", a.username, a.password));
+        let token = a.basic_token();
         req.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     req.push_str("\r\n");
@@ -864,6 +936,20 @@ mod tests {
             ("ftp://u:hunter22@p", "unsupported scheme"),
             ("http://u:hunter22@", "URL"),
             ("http://[::1", "URL"),
+            ("http://user:pa/ss-hunter22@proxy:3128", "'/', '?' or '#'"),
+            ("http://user:pa#hunter22@proxy:3128", "not percent-encoded"),
+            (
+                "http://user:hunter22@proxy:99999",
+                "invalid port number in the host or port",
+            ),
+            (
+                "http://user:12/hunter22@proxy:3128",
+                "path, query or fragment",
+            ),
+            (
+                "http://user:12?hunter22@proxy:3128",
+                "must be percent-encoded",
+            ),
         ] {
             let e = ProxyUrl::parse(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
@@ -941,12 +1027,22 @@ mod tests {
             "p"
         );
         let with_auth = ProxyMode::Fixed(url("http://u:pw-123@p:1"));
-        assert_eq!(with_auth.secrets(), vec!["pw-123".to_string()]);
+        // the password, as written in a URL, and the Basic credential with and without
+        // its padding: base64("u:pw-123") = "dTpwdy0xMjM="
+        assert_eq!(
+            with_auth.secrets(),
+            vec!["pw-123", "dTpwdy0xMjM", "dTpwdy0xMjM="]
+        );
         let envd = ProxyMode::environment(env(&[
             ("HTTPS_PROXY", "http://u:a-secret@p:1"),
             ("ALL_PROXY", "socks5://u:b-secret@p:1"),
         ]));
-        assert_eq!(envd.secrets(), vec!["a-secret", "b-secret"]);
+        let s = envd.secrets();
+        assert!(s.contains(&"a-secret".to_string()) && s.contains(&"b-secret".to_string()));
+        // base64("u:a-secret"), and "p@ss" as a URL writes it
+        assert!(s.contains(&"dTphLXNlY3JldA==".to_string()), "{s:?}");
+        let at = ProxyMode::Fixed(ProxyUrl::parse("http://u:p%40ss@p:1").unwrap());
+        assert!(at.secrets().contains(&"p%40ss".to_string()));
     }
 
     #[test]

@@ -19,32 +19,88 @@ const REDACTED: &str = "[redacted]";
 /// destroy the log and hide nothing worth hiding.
 const MIN_SECRET_CHARS: usize = 4;
 
+/// The longest message an error keeps before it is scrubbed of literal secrets and cut
+/// to [`MAX_LOG_CHARS`]: a bound on memory only. It is well past `MAX_LOG_CHARS` so that
+/// the secret-aware cut of [`Redactor::finish`] is the one a reader sees.
+pub const MAX_RAW_CHARS: usize = 4 * MAX_LOG_CHARS;
+
+/// How many values learned at run time (`access_key`, `ticket`) are kept: the current
+/// socket URL's and a few before it, for messages about a connection that was just
+/// replaced. Each URL brings two.
+const MAX_LEARNED: usize = 8;
+
 /// Hides known secret values and secret-looking patterns.
-#[derive(Debug, Clone, Default)]
+///
+/// The literal secrets are the configured ones (the app secret, proxy passwords and
+/// their `Basic` form) plus values learned while a run lives: the `access_key` and
+/// `ticket` of each discovered socket URL, which a server may echo without their key
+/// (`invalid ticket T-1`) where no pattern can recognise them.
+#[derive(Debug, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    configured: Vec<String>,
+    learned: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// `configured` and `learned` together, longest first; rebuilt on [`Redactor::learn`]
+    /// and shared by readers without copying.
+    all: std::sync::RwLock<std::sync::Arc<Vec<String>>>,
+}
+
+/// `secrets` without the empty and very short ones, longest first, without repeats.
+fn usable(secrets: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut secrets: Vec<String> = secrets
+        .into_iter()
+        .filter(|s| s.chars().count() >= MIN_SECRET_CHARS)
+        .collect();
+    // Longest first, so a secret that contains another is hidden whole instead of
+    // leaving its remainder around the shorter one's marker.
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
+    secrets
 }
 
 impl Redactor {
     /// `secrets` are literal values to hide (the app secret); empty and very short ones
     /// (fewer than 4 characters) are ignored.
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        let mut secrets: Vec<String> = secrets
-            .into_iter()
-            .filter(|s| s.chars().count() >= MIN_SECRET_CHARS)
-            .collect();
-        // Longest first, so a secret that contains another is hidden whole instead of
-        // leaving its remainder around the shorter one's marker.
-        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        secrets.dedup();
-        Redactor { secrets }
+        let configured = usable(secrets);
+        Redactor {
+            all: std::sync::RwLock::new(std::sync::Arc::new(configured.clone())),
+            configured,
+            learned: Default::default(),
+        }
+    }
+
+    /// Adds values to hide from now on (the `access_key` and `ticket` of a socket URL);
+    /// the oldest learned values beyond the last few are forgotten.
+    pub fn learn(&self, values: impl IntoIterator<Item = String>) {
+        let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        for v in values {
+            if !learned.contains(&v) {
+                learned.push_back(v);
+            }
+        }
+        while learned.len() > MAX_LEARNED {
+            learned.pop_front();
+        }
+        let all = usable(self.configured.iter().chain(learned.iter()).cloned());
+        *self.all.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(all);
+    }
+
+    /// The `access_key`, `ticket` and other secret query values of a socket URL, learned
+    /// as by [`Redactor::learn`], both as sent and percent-decoded.
+    pub fn learn_url(&self, url: &str) {
+        self.learn(secret_query_values(url));
+    }
+
+    fn secrets(&self) -> std::sync::Arc<Vec<String>> {
+        self.all.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `s` with every literal secret and every secret-looking value replaced by
     /// `[redacted]`.
     pub fn redact(&self, s: &str) -> String {
+        let secrets = self.secrets();
         let mut literal: Option<String> = None;
-        for secret in &self.secrets {
+        for secret in secrets.iter() {
             let current = literal.as_deref().unwrap_or(s);
             if current.contains(secret.as_str()) {
                 literal = Some(current.replace(secret.as_str(), REDACTED));
@@ -59,12 +115,87 @@ impl Redactor {
         }
     }
 
-    /// A log line: redacted, then single-line and at most [`MAX_LOG_CHARS`] characters.
-    /// Redaction comes first so truncation can never cut a secret into an unrecognisable
-    /// prefix.
-    pub fn log_line(&self, s: &str) -> String {
-        single_line(&self.redact(s), MAX_LOG_CHARS)
+    /// A log line or an error message as a reader sees it: redacted, then single-line and
+    /// at most [`MAX_LOG_CHARS`] characters. Redaction comes first so the cut can never
+    /// turn a secret into an unrecognisable prefix; and a text that was already cut
+    /// before it got here (an error's [`MAX_RAW_CHARS`] bound) may end in such a prefix,
+    /// which is hidden too.
+    pub fn finish(&self, s: &str) -> String {
+        let line = single_line(&self.redact(s), MAX_LOG_CHARS);
+        let Some(kept) = line.strip_suffix("...") else {
+            return line;
+        };
+        let Some(at) = self.trailing_prefix(kept) else {
+            return line;
+        };
+        // Room for the marker: cutting further may end the text in another prefix, so
+        // look again until it ends in none.
+        let room = MAX_LOG_CHARS - 3 - REDACTED.len();
+        let mut text = kept[..at].to_string();
+        loop {
+            if let Some((cut, _)) = text.char_indices().nth(room) {
+                text.truncate(cut);
+            }
+            match self.trailing_prefix(&text) {
+                Some(at) => text.truncate(at),
+                None => break,
+            }
+        }
+        let mut out = text;
+        out.push_str(REDACTED);
+        out.push_str("...");
+        out
     }
+
+    /// Same as [`Redactor::finish`]: the name log lines have always used.
+    pub fn log_line(&self, s: &str) -> String {
+        self.finish(s)
+    }
+
+    /// Where `text` ends in the start of a literal secret at least [`MIN_SECRET_CHARS`]
+    /// long (the rest cut away), as the byte offset of that start.
+    fn trailing_prefix(&self, text: &str) -> Option<usize> {
+        let secrets = self.secrets();
+        let mut found: Option<usize> = None;
+        for secret in secrets.iter() {
+            // Every proper prefix of at least the minimum length; of several matches the
+            // earliest start hides the most.
+            for (end, _) in secret.char_indices().skip(MIN_SECRET_CHARS) {
+                let prefix = &secret[..end];
+                if text.ends_with(prefix) {
+                    let at = text.len() - prefix.len();
+                    found = Some(found.map_or(at, |f: usize| f.min(at)));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// The values of a URL's secret query parameters (`access_key`, `ticket`, anything naming
+/// a token, secret, key or password), raw and percent-decoded.
+pub fn secret_query_values(url: &str) -> Vec<String> {
+    let query = match url.split_once('?') {
+        Some((_, q)) => q.split('#').next().unwrap_or(""),
+        None => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for pair in query.split('&') {
+        let Some((_, raw)) = pair.split_once('=') else {
+            continue;
+        };
+        let Some((name, decoded)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
+            continue;
+        };
+        if !is_secret_param(&name) {
+            continue;
+        }
+        out.push(raw.to_string());
+        if decoded != raw {
+            out.push(decoded.into_owned());
+        }
+    }
+    out
 }
 
 /// `s` with secret-looking values replaced by `[redacted]`: `Bearer <token>`,
@@ -649,6 +780,87 @@ mod tests {
         assert!(line.ends_with("..."));
         assert_eq!(line.chars().count(), MAX_LOG_CHARS);
         assert!(!line.contains("secret_token"));
+    }
+
+    #[test]
+    fn a_secret_at_the_cut_is_scrubbed_before_cutting() {
+        let secret = "refsecret-DO-NOT-LOG-0123";
+        let red = Redactor::new([secret.to_string()]);
+        // Wherever the cut falls inside the secret, none of it survives.
+        for pad in 470..500 {
+            let text = format!("{}{secret} tail", "x".repeat(pad));
+            let line = red.finish(&text);
+            assert!(line.chars().count() <= MAX_LOG_CHARS, "{pad}");
+            for n in MIN_SECRET_CHARS..=secret.len() {
+                assert!(!line.contains(&secret[..n]), "{pad}: {line}");
+            }
+        }
+        let line = red.finish(&format!("{}{secret} tail", "x".repeat(477)));
+        assert!(line.ends_with("x[redacted] tail"), "{line}");
+    }
+
+    #[test]
+    fn a_prefix_left_by_an_earlier_cut_is_hidden() {
+        let secret = "Q7vR2mK9pL4sT8wY1zB3nC6dF0gH5jA-k2L8mN4pQ6rS0tU3vW5xY7zA9bC1dE3f";
+        let red = Redactor::new([secret.to_string()]);
+        // What an error keeps: cut at MAX_RAW_CHARS, 20 characters into the last copy of
+        // the secret (30 × 64 + 1 + 56 = 1 977 characters precede it). The other copies
+        // shrink as they are redacted, so that cut comes within the final 500.
+        let raw = single_line(
+            &format!("{} {}{secret}", secret.repeat(30), "y".repeat(56)),
+            MAX_RAW_CHARS,
+        );
+        assert!(raw.ends_with("..."));
+        let line = red.finish(&raw);
+        assert!(line.chars().count() <= MAX_LOG_CHARS);
+        for n in MIN_SECRET_CHARS..secret.len() {
+            assert!(!line.contains(&secret[..n]), "{line}");
+        }
+        assert!(line.ends_with("yyyyyyy[redacted]..."), "{line}");
+        assert!(line.starts_with("[redacted][redacted]"), "{line}");
+        // a cut text ending in no secret is left as it was
+        let plain = single_line(&"z".repeat(3000), MAX_RAW_CHARS);
+        assert_eq!(red.finish(&plain), single_line(&plain, MAX_LOG_CHARS));
+        // fewer than 4 characters of a secret at the cut are kept: they hide nothing
+        assert_eq!(red.finish("abc Q7v..."), "abc Q7v...");
+        assert_eq!(red.finish("abc Q7vR..."), "abc [redacted]...");
+    }
+
+    #[test]
+    fn learned_values_are_hidden_without_their_key() {
+        let red = Redactor::new(["app-secret-1".to_string()]);
+        let msg = "access key AKEY0123456789abcdef is expired; invalid ticket TICKET-7a1c%2B0001";
+        assert_eq!(red.redact(msg), msg, "unknown until learned");
+        red.learn_url(
+            "wss://h.example/ws/v2?device_id=d1&access_key=AKEY0123456789abcdef&service_id=1&ticket=TICKET-7a1c%2B0001",
+        );
+        assert_eq!(
+            red.redact(msg),
+            "access key [redacted] is expired; invalid ticket [redacted]"
+        );
+        // percent-decoded too, and the configured secret still
+        assert_eq!(
+            red.redact("ticket TICKET-7a1c+0001 app-secret-1"),
+            "ticket [redacted] [redacted]"
+        );
+        // device_id and service_id are not secrets
+        assert_eq!(red.redact("device d1"), "device d1");
+        // only the most recent values are kept
+        for i in 0..MAX_LEARNED {
+            red.learn([format!("newer-value-{i}")]);
+        }
+        assert!(red.redact("AKEY0123456789abcdef").contains("AKEY"));
+        assert_eq!(red.redact("newer-value-0"), "[redacted]");
+        assert_eq!(red.redact("app-secret-1"), "[redacted]");
+    }
+
+    #[test]
+    fn secret_query_values_are_the_secret_parameters() {
+        assert_eq!(
+            secret_query_values("wss://h/ws?device_id=d&access_key=a%2Fb&ticket=t1&x_token=q#f"),
+            vec!["a%2Fb", "a/b", "t1", "q"]
+        );
+        assert!(secret_query_values("wss://h/ws").is_empty());
     }
 
     #[test]

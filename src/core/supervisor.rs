@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 
+use super::backoff::AttemptPacer;
 use super::config::TransportConfig;
 use super::connection::{dial, run_session, Control, SessionContext, SessionEnd};
 use super::dedupe::Dedupe;
@@ -56,10 +57,10 @@ pub fn default_tls_config() -> Result<rustls::ClientConfig, TransportError> {
 impl Transport {
     /// Validates `cfg` and prepares the TLS config; connects nothing.
     pub fn new(cfg: TransportConfig) -> Result<Transport, TransportError> {
-        cfg.validate()?;
-        // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
-        let tls = super::tls::client_config(&cfg.tls)?;
         let redactor = Arc::new(Redactor::new(cfg.secrets()));
+        cfg.validate().map_err(|e| e.scrubbed(&redactor))?;
+        // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
+        let tls = super::tls::client_config(&cfg.tls).map_err(|e| e.scrubbed(&redactor))?;
         let dedupe = cfg.dedupe.clone().map(|d| Arc::new(Dedupe::new(d)));
         Ok(Transport {
             cfg: Arc::new(cfg),
@@ -123,6 +124,7 @@ impl Transport {
             done: done_tx,
         };
         let (status, observer, log) = (self.status.clone(), run.observer.clone(), run.log.clone());
+        let redactor = self.redactor.clone();
         Ok(async move {
             // A panic is a bug, but it must not leave start() unsettled or settle it with
             // something other than a FeishuTransportError: it ends the run as INTERNAL.
@@ -138,7 +140,8 @@ impl Transport {
                     let error = TransportError::terminal(
                         ErrorCode::Internal,
                         format!("the transport stopped on an internal error (a bug; please report it): {what}"),
-                    );
+                    )
+                    .scrubbed(&redactor);
                     log.error(|| format!("giving up: {error}"));
                     observer.status(&status.update(|l| {
                         l.state = State::Failed;
@@ -238,17 +241,6 @@ struct Run {
     machine: RunState,
 }
 
-/// Removes this transport's secrets from an error and its causes. Patterns (tokens,
-/// `access_key`, `ticket`) are already gone at construction; the app secret is known only
-/// here, and a server may echo it back in a message.
-fn scrub(redactor: &Redactor, mut e: TransportError) -> TransportError {
-    e.message = redactor.redact(&e.message);
-    if let Some(c) = e.cause.take() {
-        e.cause = Some(Box::new(scrub(redactor, *c)));
-    }
-    e
-}
-
 /// A phase of the run raced against the caller's stop.
 enum Raced<T> {
     Done(T),
@@ -321,6 +313,7 @@ impl Run {
         let user_agent = self.cfg.user_agent_header();
         let mut server = ServerConfig::default();
         self.step(RunEvent::Start);
+        let mut pacer = AttemptPacer::new(std::time::Instant::now());
         self.transition(|l| {
             l.state = State::Connecting;
             l.attempt = 0;
@@ -328,6 +321,7 @@ impl Run {
             l.last_error = None;
         });
         loop {
+            pacer.take(std::time::Instant::now());
             // A fresh URL before every connect: the ticket is single-use.
             let cfg = self.cfg.clone();
             let tls = self.tls.clone();
@@ -354,6 +348,9 @@ impl Run {
                 Raced::Stop(r) => return self.stopped(r),
                 Raced::Done(Err(e)) => Err(e),
                 Raced::Done(Ok(endpoint)) => {
+                    // The URL's access_key and ticket are credentials a server may name
+                    // without their key ("invalid ticket T-1"); hide them from here on.
+                    self.redactor.learn_url(&endpoint.url);
                     server.merge(&endpoint.config);
                     let summary = ServerSummary::from_config(&server);
                     self.status.update(|l| l.server = Some(summary));
@@ -442,7 +439,10 @@ impl Run {
             };
 
             // A failure: report it; the machine says whether to give up or wait and retry.
-            let error = scrub(&self.redactor, error);
+            // Patterns (tokens, `key=value` secrets) are gone at construction; the literal
+            // secrets (the app secret, which a server may echo, and the socket URL's
+            // access_key and ticket, which it may name without their key) only here.
+            let error = error.scrubbed(&self.redactor);
             self.log.warn(|| format!("{error}"));
             self.observer.error(&error);
             let (attempt, delay) = match self.step(RunEvent::Failed {
@@ -453,13 +453,18 @@ impl Run {
                 Action::GiveUp(e) => {
                     if e != error {
                         // RECONNECT_EXHAUSTED: reported too, after the error it wraps.
+                        let e = e.scrubbed(&self.redactor);
                         self.observer.error(&e);
+                        return self.failed(e);
                     }
                     return self.failed(e);
                 }
                 // A running run's failure always retries or gives up (run_state's table).
                 _ => return self.failed(error),
             };
+            // Whatever the options (`initialDelayMs: 0, maxDelayMs: 0`) and however fast a
+            // server fails, no more than a few attempts a second.
+            let delay = delay.max(pacer.wait(std::time::Instant::now()));
             let retry_at = now_ms() as f64 + delay.as_millis() as f64;
             let summary = (&error).into();
             self.transition(|l| {
