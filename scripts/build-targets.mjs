@@ -55,9 +55,25 @@ export function plan(target, host = process.platform) {
     return { reason: "needs a Windows host: cargo-xwin downloads Microsoft's CRT and SDK at build time (not reachable here)" }
   }
   if (target === WINDOWS_GNU && host === 'linux') {
-    return { how: 'mingw-w64 gcc', args: [...base, '--target', target], env: { CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER: 'x86_64-w64-mingw32-gcc' } }
+    return { how: 'mingw-w64 gcc', args: [...base, '--target', target], env: { CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER: 'x86_64-w64-mingw32-gcc', LIBNODE_PATH: libnodeStubDir }, prepare: libnodeStub }
   }
   return { reason: `no route from a ${host} host` }
+}
+
+/**
+ * napi-build links windows-gnu addons with `-lnode` and insists on finding a libnode.dll
+ * (MSYS2's Node). napi-rs on Windows resolves every N-API function from the host process
+ * at load time (libloading), so nothing is imported from it: an empty import archive
+ * (libnode.dll.a, which ld takes before the DLL) beside an empty libnode.dll satisfies
+ * both, and the binary imports only system DLLs (the check proves it).
+ */
+const libnodeStubDir = path.join(root, 'target', 'libnode-stub')
+function libnodeStub() {
+  const dir = libnodeStubDir
+  fs.mkdirSync(dir, { recursive: true })
+  fs.writeFileSync(path.join(dir, 'libnode.dll'), '')
+  fs.writeFileSync(path.join(dir, 'libnode.dll.a'), '!<arch>\n')
+  return dir
 }
 
 /** Where the artifact of `target` lands. */
@@ -74,6 +90,7 @@ function build(target) {
   if (p.reason) return { target, ok: false, reason: p.reason }
   const outDir = path.dirname(artifactPath(target))
   fs.rmSync(outDir, { recursive: true, force: true })
+  p.prepare?.()
   const napi = path.join(root, 'node_modules', '@napi-rs', 'cli', 'dist', 'cli.js')
   const args = [napi, ...p.args, '--output-dir', outDir]
   console.log(`\n== ${target} (${p.how}): napi ${p.args.join(' ')}`)
