@@ -44,7 +44,7 @@ export function plan(target, host = process.platform) {
   const { platform, abi } = parseTriple(target)
   const base = ['build', '--platform', '--release', '--no-js', '--dts', 'native.d.ts']
   if (platform === 'linux' && (host === 'linux' || host === 'darwin')) {
-    return { how: abi === 'gnu' ? `zig, glibc ${GLIBC_FLOOR}` : 'zig, static musl', args: [...base, '--target', abi === 'gnu' ? `${target}.${GLIBC_FLOOR}` : target, '-x'] }
+    return { how: abi === 'gnu' ? `zig, glibc ${GLIBC_FLOOR}` : 'zig, musl libc linked dynamically', args: [...base, '--target', abi === 'gnu' ? `${target}.${GLIBC_FLOOR}` : target, '-x'] }
   }
   if (platform === 'darwin') {
     if (host === 'darwin') return { how: 'native (Xcode)', args: [...base, '--target', target] }

@@ -69,7 +69,8 @@ function inspectPe(file) {
   if (!objdump) throw new Error('llvm-objdump or objdump is needed to inspect a PE file')
   const out = tool(objdump, ['-p', '-f', file])
   const machine = /architecture:\s*([^,\s]+)/.exec(out)?.[1]
-  const needed = [...out.matchAll(/DLL Name:\s*(\S+)/g)].map((m) => m[1])
+  // One entry per DLL, whatever its case (a DLL can be imported twice, e.g. delay-loaded).
+  const needed = [...new Map([...out.matchAll(/DLL Name:\s*(\S+)/g)].map((m) => [m[1].toLowerCase(), m[1]])).values()]
   // The export table: GNU prints "[Ordinal/Name Pointer] Table", LLVM "Export Table:"
   // (whose "DLL name", lower-case n, is the addon itself); imports may come before or after.
   const exportsPart = (out.split(/\[Ordinal\/Name Pointer\] Table|Export Table:/)[1] ?? '').split(/The Import Tables|Import Table:/i)[0]

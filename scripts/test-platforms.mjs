@@ -142,7 +142,14 @@ for (const spec of NODES['win32-x64']) {
       assert.equal(reg.status, 0, 'wine reg add (Windows version) failed')
       fs.writeFileSync(marker, '')
     }
-    const r = smoke(stage(windowsGnu, 'win32-x64-msvc'), ['wine', node], env)
+    // wine 8.0 (Debian 12) lacks bcryptprimitives.dll, which Rust's std imports for
+    // ProcessPrng; a stand-in built from scripts/wine/bcryptprimitives.c goes beside the
+    // addon (Windows searches the current directory for a DLL's dependencies).
+    const dir = stage(windowsGnu, 'win32-x64-msvc')
+    need('x86_64-w64-mingw32-gcc', 'apt-get install gcc-mingw-w64-x86-64 (scripts/platform-tools.sh)')
+    const cc = spawnSync('x86_64-w64-mingw32-gcc', ['-O2', '-shared', '-o', path.join(dir, 'bcryptprimitives.dll'), path.join(root, 'scripts', 'wine', 'bcryptprimitives.c'), '-ladvapi32'], { encoding: 'utf8' })
+    assert.equal(cc.status, 0, cc.stderr)
+    const r = smoke(dir, ['wine', node], env)
     assert.equal(r.platform, 'win32')
     assert.deepEqual(r.loaded, ['feishu-transport.win32-x64-msvc.node'])
   })
