@@ -126,10 +126,12 @@ export function inspect(file, target) {
     if (glibcLibs.length) problems.push(`musl binary needs glibc libraries: ${glibcLibs.join(', ')}`)
   }
   if (platform === 'darwin') {
-    // libSystem, plus the system frameworks that security-framework links (the platform
-    // certificate store); both ship with every macOS.
-    const other = info.needed.filter((n) => !/^\/usr\/lib\/libSystem\.B\.dylib$/.test(n) && !/^\/System\/Library\/Frameworks\//.test(n))
-    if (other.length) problems.push(`needs libraries outside libSystem and the system frameworks: ${other.join(', ')}`)
+    // libSystem, the system frameworks that security-framework links (the platform
+    // certificate store) and the other /usr/lib dylibs Rust's std may link (libiconv):
+    // all ship with every macOS. Anything else (Homebrew, @rpath) would not be there.
+    const other = info.needed.filter((n) => !/^\/usr\/lib\/[^/]+\.dylib$/.test(n) && !/^\/System\/Library\/Frameworks\//.test(n))
+    if (other.length) problems.push(`needs libraries outside macOS itself: ${other.join(', ')}`)
+    if (!info.needed.includes('/usr/lib/libSystem.B.dylib')) problems.push('does not link libSystem')
   }
   if (platform === 'win32') {
     const other = info.needed.filter((n) => !WINDOWS_SYSTEM_DLL.test(n))

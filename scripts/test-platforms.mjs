@@ -3,7 +3,7 @@
 //
 // 1. Every artifact, statically (scripts/check-artifacts.mjs): format, architecture, the
 //    exported napi_register_module_v1, dynamic dependencies (no OpenSSL; gnu at most
-//    GLIBC_2.17; musl no glibc; macOS only libSystem and system frameworks; Windows only
+//    GLIBC_2.17; musl no glibc; macOS only its system libraries and frameworks; Windows only
 //    system DLLs), size. Printed as a table; a target not built is listed with the reason.
 // 2. The smoke (scripts/platform-smoke.cjs) with a real Node of the binary's platform:
 //    linux-x64-gnu with this machine's Node; linux-arm64-gnu under qemu-user with arm64
