@@ -30,12 +30,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseTriple, readNapiConfig } from '@napi-rs/cli'
+import { GLIBC_FLOOR } from './check-artifacts.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const napiConfig = await readNapiConfig(path.join(root, 'package.json'))
 export const artifactsDir = path.join(root, 'artifacts')
-import { GLIBC_FLOOR } from './check-artifacts.mjs'
-export { GLIBC_FLOOR }
 /** Built here only for running a Windows binary under wine; never published. */
 export const WINDOWS_GNU = 'x86_64-pc-windows-gnu'
 
@@ -97,8 +96,7 @@ function build(target) {
   const started = Date.now()
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...p.env } })
   const seconds = Math.round((Date.now() - started) / 1000)
-  // Only the binary is an artifact; the type file napi writes beside it is the same for
-  // every target and lives in the repository as native.d.ts.
+  // Only the binary is an artifact; the repository's native.d.ts comes from `npm run build`.
   fs.rmSync(path.join(outDir, 'native.d.ts'), { force: true })
   if (r.status !== 0) return { target, ok: false, reason: `napi build exited ${r.status} after ${seconds} s`, seconds }
   if (!fs.existsSync(artifactPath(target))) return { target, ok: false, reason: `no ${artifactPath(target)}`, seconds }
