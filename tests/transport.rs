@@ -655,17 +655,24 @@ async fn hostile_frames_are_dropped_counted_and_the_connection_keeps_working() {
     em.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_unfinished_messages_stay_bounded() {
+/// A connected transport (fragment buffer capped at 1 MiB) sent `n` first fragments of
+/// 1 KiB each, of messages that never finish.
+async fn flooded_with_partials(prefix: &str, n: usize) -> (Emulator, Running) {
     let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
     let mut cfg = config(&em);
     cfg.fragment_limits.max_buffered_bytes = 1 << 20;
     let r = start(cfg, TestHandler::ok());
     r.connected().await;
     let chunk = vec![b'a'; 1024];
-    for i in 0..10_000 {
-        em.send_frame(None, data_frame(&format!("partial-{i}"), "2", "0", &chunk));
+    for i in 0..n {
+        em.send_frame(None, data_frame(&format!("{prefix}-{i}"), "2", "0", &chunk));
     }
+    (em, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_unfinished_messages_stay_bounded() {
+    let (em, r) = flooded_with_partials("partial", 10_000).await;
     let id = em.push_event(event("after-flood"), PushOptions::default());
     assert_eq!(
         em.wait_for_ack(&id, None, Duration::from_secs(10))
@@ -689,16 +696,8 @@ async fn ten_thousand_unfinished_messages_stay_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fragmented_event_is_handled_at_once_while_junk_partials_fill_every_slot() {
-    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
-    let mut cfg = config(&em);
-    cfg.fragment_limits.max_buffered_bytes = 1 << 20;
-    let r = start(cfg, TestHandler::ok());
-    r.connected().await;
     // Every slot and every buffered byte taken by messages that will never finish.
-    let chunk = vec![b'a'; 1024];
-    for i in 0..2_000 {
-        em.send_frame(None, data_frame(&format!("junk-{i}"), "2", "0", &chunk));
-    }
+    let (em, r) = flooded_with_partials("junk", 2_000).await;
     let id = em.push_event(
         event("real-fragmented"),
         PushOptions {

@@ -270,19 +270,17 @@ impl InFlight {
     /// runs the handler again) and its ack is a 500, so Feishu re-delivers. None when it
     /// has answered meanwhile.
     pub(crate) fn time_out(&mut self, token: u64, after: Duration, log: &Log) -> Option<ReadyAck> {
-        let mut p = self.pending.remove(&token)?;
-        settle_dedupe(p.guard.take(), &AckPayload::Failed, Instant::now());
-        let (id, kind) = (p.message_id(), p.event_type.as_deref().unwrap_or(""));
+        let p = self.pending.get(&token)?;
+        let id: Box<str> = p.message_id().into();
+        let kind = p.event_type.as_deref().unwrap_or("");
         log.warn(|| format!("the handler for event {id} ({kind}) did not settle within {} ms (handlerTimeoutMs); acking 500 so Feishu re-delivers it, and freeing its slot", after.as_millis()));
+        // Settled like any failure known without the handler: dedupe releases the claim.
+        let ack = self.settle(token, Answer::Known(AckPayload::Failed), log);
         if self.timed_out.len() >= Self::MAX_TIMED_OUT {
             self.timed_out.clear();
         }
-        self.timed_out.insert(token, id.into());
-        let biz_rt = p.started.elapsed().as_millis() as u64;
-        Some(ReadyAck {
-            frame: p.ack.encode(biz_rt, &AckPayload::Failed),
-            ok: false,
-        })
+        self.timed_out.insert(token, id);
+        ack
     }
 
     /// Turns one answer into the ack to write (None for an unknown token), settling
