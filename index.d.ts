@@ -104,12 +104,16 @@ export interface FeishuTransportOptions {
    * JSON cannot serialise acks 500, and Feishu re-delivers the event.
    */
   onEvent(event: FeishuEvent): unknown | Promise<unknown>
-  /** The first connection of this start() is up. */
-  onReady?(): void
-  /** A retry is scheduled. */
-  onReconnecting?(info: { attempt: number; delayMs: number; error: FeishuTransportError | null }): void
-  /** A later connection of this start() is up. */
-  onReconnected?(): void
+  /**
+   * The first connection of this start() is up: once per start(), whichever of the
+   * `connections` sockets that is (`connection`, its index). The others' first connects
+   * show in `status().connections` and onStatus.
+   */
+  onReady?(info: { connection: number }): void
+  /** Connection `connection` (an index, 0 with one connection) schedules a retry. */
+  onReconnecting?(info: { connection: number; attempt: number; delayMs: number; error: FeishuTransportError | null }): void
+  /** Connection `connection` is up again after a failure. */
+  onReconnected?(info: { connection: number }): void
   /** Every failure, recoverable or terminal. */
   onError?(error: FeishuTransportError): void
   /** Every state transition. */
@@ -177,6 +181,18 @@ export interface FeishuTransportOptions {
   handlerTimeoutMs?: number
   /** Re-deliveries of a successfully handled event are acked with the same result without calling onEvent. Default on. */
   dedupe?: false | DedupeOptions
+  /**
+   * Sockets held for this app at once, a whole number from 1 (the default) to 50
+   * (Feishu's limit per app). Feishu delivers each event to one of an app's connections
+   * at random, so with 2 or more a dropped socket never leaves the app deaf while it
+   * reconnects. Each connection has its own discovery, liveness and backoff (and its own
+   * `maxConcurrentHandlers`); they share onEvent, dedupe and status. Each event is acked
+   * on the socket it came in on. A connection that gives up for good (a terminal error,
+   * `maxAttempts`, `reconnect: false`) stops the whole transport with its error; one
+   * refused with CONNECTION_LIMIT waits `maxDelayMs` and tries again while the others
+   * keep running.
+   */
+  connections?: number
 }
 
 /** One event, as Feishu sent it. */
@@ -218,12 +234,40 @@ export declare class FeishuTransportError extends Error {
   cause?: unknown
 }
 
-export interface TransportStatus {
-  state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'stopped' | 'failed'
+export type TransportState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'stopped' | 'failed'
+
+/** One connection's part of {@link TransportStatus} (`status().connections[i]`). */
+export interface ConnectionStatus {
+  /** 0 to `connections` − 1. */
+  index: number
+  state: TransportState
   connected: boolean
-  /** Consecutive failed attempts in this run; 0 once a connection proved healthy. */
+  /** This connection's consecutive failed attempts; 0 once it proved healthy. */
   attempt: number
-  /** The device_id of the live socket. */
+  /** The device_id of its live socket. */
+  connectionId: string | null
+  lastConnectedAt: number | null
+  lastDisconnectedAt: number | null
+  nextRetryAt: number | null
+  lastError: { code: string; message: string; terminal: boolean } | null
+  backpressure: boolean
+}
+
+/**
+ * The whole transport. With several connections the top-level fields are derived from
+ * `connections`: `state` is the most alive of theirs (`connected` if any is up, else
+ * `reconnecting`, else `connecting`, else `failed`, else `stopped`), so `connected` is
+ * true while any socket is up; `attempt` is the highest; `connectionId` the first live
+ * one's; `lastConnectedAt`, `lastDisconnectedAt` and `lastError` the latest of any;
+ * `nextRetryAt` the earliest; `backpressure` true when any is saturated. Counters are the
+ * sum over all connections.
+ */
+export interface TransportStatus {
+  state: TransportState
+  connected: boolean
+  /** Consecutive failed attempts in this run (the highest of any connection); 0 once a connection proved healthy. */
+  attempt: number
+  /** The device_id of the live socket (the first live one's). */
   connectionId: string | null
   lastConnectedAt: number | null
   lastDisconnectedAt: number | null
@@ -250,6 +294,8 @@ export interface TransportStatus {
     /** Handlers given up on after `handlerTimeoutMs` (each acked 500). */
     handlerTimeouts: number
   }
+  /** Each connection, by index (one entry with the default `connections: 1`). */
+  connections: ConnectionStatus[]
 }
 
 /** Feishu's long connection, owned by Rust from discovery to reconnect. */
@@ -271,8 +317,12 @@ export declare class FeishuTransport {
    * rejects with INVALID_CONFIG.
    */
   close(options?: { force?: boolean; drainMs?: number }): Promise<void>
-  /** Cuts the live socket without acking in-flight events (Feishu re-delivers them) and reconnects. */
-  dropConnection(reason?: string): void
+  /**
+   * Cuts the live socket without acking in-flight events (Feishu re-delivers them) and
+   * reconnects: connection `options.connection` only, or every connection when it is left
+   * out. A connection index outside 0 to `connections` − 1 throws INVALID_CONFIG.
+   */
+  dropConnection(reason?: string, options?: { connection?: number }): void
   status(): TransportStatus
 }
 

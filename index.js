@@ -72,6 +72,7 @@ const OPTION_KEYS = [
   'appId', 'appSecret', 'domain', 'onEvent', 'onReady', 'onReconnecting', 'onReconnected',
   'onError', 'onStatus', 'logger', 'logLevel', 'userAgent', 'proxy', 'tls', 'reconnect',
   'pingIntervalMs', 'timeouts', 'maxConcurrentHandlers', 'dedupe', 'handlerTimeoutMs', 'discover',
+  'connections',
 ]
 const NESTED_KEYS = {
   tls: ['caPem', 'systemRoots'],
@@ -80,6 +81,9 @@ const NESTED_KEYS = {
   dedupe: ['ttlMs', 'maxEntries'],
 }
 const CLOSE_KEYS = ['force', 'drainMs']
+
+/** Feishu's documented limit of long connections per app (core/config.rs MAX_CONNECTIONS). */
+const MAX_CONNECTIONS = 50
 
 /** The largest delay a timer takes (2^31 − 1 ms, about 24.8 days). */
 const MAX_MS = 2147483647
@@ -264,6 +268,7 @@ function checkOptions(options, reading) {
     o.timeouts = t
   }
   n.maxConcurrentHandlers = count(o, 'maxConcurrentHandlers', 'maxConcurrentHandlers')
+  n.connections = numberOption(o, 'connections', 'connections', { min: 1, max: MAX_CONNECTIONS, integer: true })
   if (o.dedupe === false) n.dedupe = false
   else if (o.dedupe !== undefined && o.dedupe !== true) {
     const d = readKeys(objectOption(o.dedupe, 'dedupe', 'false or an object'), NESTED_KEYS.dedupe, 'dedupe', reading)
@@ -365,13 +370,14 @@ class FeishuTransport {
           this.#safe('onStatus', o.onStatus, data)
           break
         case 'ready':
-          this.#safe('onReady', o.onReady)
+          this.#safe('onReady', o.onReady, { connection: data.connection })
           break
         case 'reconnected':
-          this.#safe('onReconnected', o.onReconnected)
+          this.#safe('onReconnected', o.onReconnected, { connection: data.connection })
           break
         case 'reconnecting':
           this.#safe('onReconnecting', o.onReconnecting, {
+            connection: data.connection,
             attempt: data.attempt,
             delayMs: data.delayMs,
             error: data.error ? errorFromJson(data.error) : null,
@@ -519,9 +525,22 @@ class FeishuTransport {
     return this.#native.close(Boolean(force), drainMs).catch((e) => { throw toTransportError(e) })
   }
 
-  /** Cuts the live socket without acking in-flight events, then reconnects. */
-  dropConnection(reason) {
-    this.#native.dropConnection(reason === undefined ? undefined : String(reason))
+  /**
+   * Cuts the live socket without acking in-flight events, then reconnects: connection
+   * `options.connection` only, or every connection when it is left out.
+   */
+  dropConnection(reason, options) {
+    let connection
+    if (options !== undefined && options !== null) {
+      const reading = { at: 'dropConnection() options' }
+      try {
+        const o = readKeys(objectOption(options, 'dropConnection() options', 'an object'), ['connection'], 'dropConnection()', reading)
+        connection = numberOption(o, 'connection', 'dropConnection() connection', { min: 0, max: (this.#options.connections ?? 1) - 1, integer: true })
+      } catch (e) {
+        throw readFailure(e, reading)
+      }
+    }
+    this.#native.dropConnection(reason === undefined ? undefined : String(reason), connection)
   }
 
   /** A snapshot of the transport's state and counters. */

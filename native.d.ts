@@ -149,10 +149,11 @@ export declare class NativeTransport {
   /** Stops the run as an AbortSignal does; `start()` resolves `{ reason: 'aborted' }`. */
   abort(): Promise<void>
   /**
-   * Cuts the live socket without acking what is in flight; the run reconnects.
-   * Returns false when no run is active.
+   * Cuts connection `connection`'s live socket (every connection's when absent)
+   * without acking what is in flight; it reconnects. Returns false when no run is
+   * active or there is no such connection (`index.js` checks the index first).
    */
-  dropConnection(reason?: string | undefined | null): boolean
+  dropConnection(reason?: string | undefined | null, connection?: number | undefined | null): boolean
   /** The status snapshot as JSON. */
   statusJson(): string
   /** Whether a run is active. */
@@ -465,6 +466,7 @@ export interface NativeTransportOptions {
   pongTimeoutMs?: number
   closeTimeoutMs?: number
   maxConcurrentHandlers?: number
+  connections?: number
   /** `handlerTimeoutMs`; 0 waits for ever (`index.js` maps `Infinity` to 0). */
   handlerTimeoutMs?: number
   dedupe?: boolean

@@ -1,8 +1,19 @@
 // The soak in a short form: events under random drops, stalls, failed discovery and
-// rejected handshakes; every one handled once and acked 200.
+// rejected handshakes; every one handled once and acked 200. Then one app in two
+// processes with two connections each, one process killed with SIGKILL and restarted:
+// none lost.
 import { test } from 'node:test'
-import { runSoak } from '../scripts/soak.mjs'
+import assert from 'node:assert/strict'
+import { runSoak, runMultiSoak } from '../scripts/soak.mjs'
 
 test('short soak: nothing is lost under chaos, and no event reaches the handler twice', async () => {
   await runSoak({ events: 3000, log: (line) => console.log(line) })
+})
+
+test('short multi-process soak: 2 processes x 2 connections, one SIGKILLed and restarted, nothing lost', async () => {
+  const figures = await runMultiSoak({ processes: 2, connections: 2, events: 2000, ratePerSec: 500, log: (line) => console.log(line) })
+  assert.equal(figures.distinctHandled, 2000)
+  assert.equal(figures.pending, 0)
+  assert.equal(figures.handledTwiceSameProcess, 0)
+  assert.equal(figures.faults.sigkill, 1)
 })

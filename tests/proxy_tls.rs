@@ -409,7 +409,7 @@ struct Seen {
 struct Obs(Arc<Seen>);
 
 impl Observer for Obs {
-    fn ready(&self) {
+    fn ready(&self, _connection: usize) {
         *self.0.ready.lock().unwrap() = true;
     }
     fn error(&self, e: &TransportError) {

@@ -65,17 +65,31 @@ struct TestObserver {
     ready: AtomicUsize,
     reconnected: AtomicUsize,
     reconnecting: Mutex<Vec<(u32, Duration)>>,
+    /// The connection index of every ready, reconnecting and reconnected note, in order.
+    notes: Mutex<Vec<(&'static str, usize)>>,
 }
 
 impl Observer for TestObserver {
-    fn ready(&self) {
+    fn ready(&self, connection: usize) {
         self.ready.fetch_add(1, Ordering::SeqCst);
+        self.notes.lock().unwrap().push(("ready", connection));
     }
-    fn reconnecting(&self, attempt: u32, delay: Duration, _e: Option<&TransportError>) {
+    fn reconnecting(
+        &self,
+        connection: usize,
+        attempt: u32,
+        delay: Duration,
+        _e: Option<&TransportError>,
+    ) {
         self.reconnecting.lock().unwrap().push((attempt, delay));
+        self.notes
+            .lock()
+            .unwrap()
+            .push(("reconnecting", connection));
     }
-    fn reconnected(&self) {
+    fn reconnected(&self, connection: usize) {
         self.reconnected.fetch_add(1, Ordering::SeqCst);
+        self.notes.lock().unwrap().push(("reconnected", connection));
     }
     fn error(&self, e: &TransportError) {
         self.errors.lock().unwrap().push(e.clone());
@@ -477,7 +491,7 @@ async fn drop_connection_leaves_in_flight_events_unacked_and_reconnects() {
     let h = handler.clone();
     wait_until("handler entered", Duration::from_secs(5), || h.calls() == 1).await;
     let first = r.transport.status().connection_id;
-    assert!(r.transport.drop_connection("could not persist"));
+    assert!(r.transport.drop_connection("could not persist", None));
     r.connected_anew(&first).await;
     // The first handler finishes after its socket died: its ack must not appear on the new socket.
     gate.notify_one();
@@ -845,4 +859,72 @@ async fn a_reply_dropped_unanswered_acks_500_and_the_redelivery_is_handled() {
     ));
     r.stop().await.unwrap();
     em.close().await;
+}
+
+/// `connections: 2`: two sockets, each event acked on the socket it came in on, and a
+/// dropped one leaves the other hearing while it reconnects.
+#[tokio::test]
+async fn two_connections_share_the_app_and_survive_one_drop() {
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let mut cfg = config(&em);
+    cfg.connections = 2;
+    cfg.reconnect = Some(BackoffPolicy {
+        initial: Duration::from_millis(500),
+        max: Duration::from_millis(500),
+        multiplier: 2.0,
+        jitter: 0.0,
+        max_attempts: None,
+    });
+    let handler = TestHandler::ok();
+    let r = start(cfg, handler.clone());
+    let t = r.transport.clone();
+    wait_until("two connections", Duration::from_secs(5), || {
+        t.status().connections.iter().all(|c| c.connected)
+    })
+    .await;
+    let conns = em.connections();
+    assert_eq!(conns.len(), 2);
+    for c in &conns {
+        let id = em.push_event(
+            event(&format!("on-{}", c.id)),
+            PushOptions {
+                connection_id: Some(c.id.clone()),
+                ..Default::default()
+            },
+        );
+        let ack = em
+            .wait_for_ack(&id, Some(200), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(ack.connection_id, c.id, "acked where it was delivered");
+    }
+    assert_eq!(r.observer.notes.lock().unwrap().len(), 1, "one onReady");
+
+    let kept = t.status().connections[0].connection_id.clone().unwrap();
+    assert!(t.drop_connection("test", Some(1)));
+    wait_until("connection 1 reconnecting", Duration::from_secs(5), || {
+        t.status().connections[1].state == State::Reconnecting
+    })
+    .await;
+    assert!(t.status().connected, "the whole is up while one socket is");
+    let id = em.push_event(event("while-one-is-down"), PushOptions::default());
+    let ack = em
+        .wait_for_ack(&id, Some(200), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ack.connection_id, kept);
+    wait_until("connection 1 back", Duration::from_secs(5), || {
+        t.status().connections[1].connected
+    })
+    .await;
+    let notes = r.observer.notes.lock().unwrap().clone();
+    assert_eq!(&notes[1..], [("reconnecting", 1), ("reconnected", 1)]);
+    assert_eq!(handler.calls(), 3);
+    r.transport.close(false, None).await;
+    assert_eq!(r.run.await.unwrap().unwrap(), StopReason::Closed);
+    assert!(t
+        .status()
+        .connections
+        .iter()
+        .all(|c| c.state == State::Stopped));
 }

@@ -9,8 +9,8 @@ async function main(): Promise<void> {
     appSecret: 'x',
     domain: emulator.domain,
     onEvent: async (e: FeishuEvent) => (e.eventType === 'card.action.trigger' ? { toast: { type: 'info', content: 'ok' } } : undefined),
-    onReady: () => {},
-    onReconnecting: ({ attempt, delayMs, error }) => { void attempt; void delayMs; void error?.code },
+    onReady: ({ connection }) => { void connection },
+    onReconnecting: ({ connection, attempt, delayMs, error }) => { void connection; void attempt; void delayMs; void error?.code },
     onReconnected: () => {},
     onError: (err: FeishuTransportError) => { if (err.terminal) void err.feishuCode },
     onStatus: (s: TransportStatus) => { void s.counters.events },
@@ -19,6 +19,7 @@ async function main(): Promise<void> {
     reconnect: { initialDelayMs: 100, maxDelayMs: 1000, maxAttempts: 5 },
     timeouts: { discoveryMs: 1000, pongMs: 5000 },
     maxConcurrentHandlers: 16,
+    connections: 2,
     proxy: 'socks5h://user:pass@proxy.corp:1080',
     tls: { caPem: '-----BEGIN CERTIFICATE-----\n…', systemRoots: true },
     dedupe: { ttlMs: 60_000 },
@@ -29,7 +30,10 @@ async function main(): Promise<void> {
   const r: { reason: 'closed' | 'aborted' } = await t.start({ signal: ac.signal })
   void r
   t.dropConnection('test')
+  t.dropConnection('test', { connection: 1 })
   const s = t.status()
+  const first: { index: number; connected: boolean; attempt: number; connectionId: string | null } = s.connections[0]
+  void first
   const state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'stopped' | 'failed' = s.state
   void state
   await t.close({ force: true, drainMs: 100 })

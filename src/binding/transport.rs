@@ -57,6 +57,7 @@ pub struct NativeTransportOptions {
     pub pong_timeout_ms: Option<f64>,
     pub close_timeout_ms: Option<f64>,
     pub max_concurrent_handlers: Option<f64>,
+    pub connections: Option<f64>,
     /// `handlerTimeoutMs`; 0 waits for ever (`index.js` maps `Infinity` to 0).
     pub handler_timeout_ms: Option<f64>,
     pub dedupe: Option<bool>,
@@ -156,6 +157,9 @@ pub fn config_from_options(
     }
     if let Some(n) = count("maxConcurrentHandlers", o.max_concurrent_handlers, 1.0)? {
         cfg.max_concurrent_handlers = n as usize;
+    }
+    if let Some(n) = count("connections", o.connections, 1.0)? {
+        cfg.connections = n as usize;
     }
     if let Some(d) = ms("handlerTimeoutMs", o.handler_timeout_ms)? {
         cfg.handler_timeout = (!d.is_zero()).then_some(d);
@@ -500,17 +504,23 @@ impl JsObserver {
 }
 
 impl Observer for JsObserver {
-    fn ready(&self) {
-        self.emit("ready", serde_json::Value::Null);
+    fn ready(&self, connection: usize) {
+        self.emit("ready", json!({ "connection": connection }));
     }
-    fn reconnecting(&self, attempt: u32, delay: Duration, error: Option<&TransportError>) {
+    fn reconnecting(
+        &self,
+        connection: usize,
+        attempt: u32,
+        delay: Duration,
+        error: Option<&TransportError>,
+    ) {
         self.emit(
             "reconnecting",
-            json!({ "attempt": attempt, "delayMs": delay.as_millis() as f64, "error": error.map(error_json) }),
+            json!({ "connection": connection, "attempt": attempt, "delayMs": delay.as_millis() as f64, "error": error.map(error_json) }),
         );
     }
-    fn reconnected(&self) {
-        self.emit("reconnected", serde_json::Value::Null);
+    fn reconnected(&self, connection: usize) {
+        self.emit("reconnected", json!({ "connection": connection }));
     }
     fn error(&self, error: &TransportError) {
         self.emit("error", error_json(error));
@@ -673,12 +683,15 @@ impl NativeTransport {
         Ok(())
     }
 
-    /// Cuts the live socket without acking what is in flight; the run reconnects.
-    /// Returns false when no run is active.
+    /// Cuts connection `connection`'s live socket (every connection's when absent)
+    /// without acking what is in flight; it reconnects. Returns false when no run is
+    /// active or there is no such connection (`index.js` checks the index first).
     #[napi]
-    pub fn drop_connection(&self, reason: Option<String>) -> bool {
-        self.inner
-            .drop_connection(reason.as_deref().unwrap_or("dropConnection() called"))
+    pub fn drop_connection(&self, reason: Option<String>, connection: Option<u32>) -> bool {
+        self.inner.drop_connection(
+            reason.as_deref().unwrap_or("dropConnection() called"),
+            connection.map(|c| c as usize),
+        )
     }
 
     /// The status snapshot as JSON.

@@ -78,6 +78,9 @@ pub struct TransportConfig {
     pub ping_interval: Option<Duration>,
     pub timeouts: Timeouts,
     pub max_concurrent_handlers: usize,
+    /// Sockets held for the app at once (`connections`), each with its own discovery,
+    /// liveness and backoff; Feishu delivers each event to one of them.
+    pub connections: usize,
     /// A handler that has not settled after this long is given up on: its event is acked
     /// 500 (Feishu re-delivers it), its slot and its dedupe claim are freed, and its late
     /// result is ignored. `None` waits for ever.
@@ -100,6 +103,10 @@ pub struct TransportConfig {
 
 pub const DEFAULT_MAX_CONCURRENT_HANDLERS: usize = 256;
 
+/// Feishu's documented limit of long connections per app; a 51st is refused with
+/// CONNECTION_LIMIT, so asking for more can never work.
+pub const MAX_CONNECTIONS: usize = 50;
+
 /// Long enough for any handler doing real work (a model call, a slow API), short enough
 /// that a handler that will never settle gives its slot back within minutes.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -120,6 +127,7 @@ impl TransportConfig {
             ping_interval: None,
             timeouts: Timeouts::default(),
             max_concurrent_handlers: DEFAULT_MAX_CONCURRENT_HANDLERS,
+            connections: 1,
             handler_timeout: Some(DEFAULT_HANDLER_TIMEOUT),
             dedupe: Some(DedupeConfig::default()),
             fragment_limits: FragmentLimits::default(),
@@ -205,6 +213,12 @@ impl TransportConfig {
                 "maxConcurrentHandlers must be at least 1",
             ));
         }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(TransportError::invalid_config(format!(
+                "connections must be a whole number between 1 and {MAX_CONNECTIONS} (Feishu's limit per app), got {}",
+                self.connections
+            )));
+        }
         if let Some(d) = &self.dedupe {
             if d.max_entries == 0 || d.ttl.is_zero() {
                 return Err(TransportError::invalid_config(
@@ -270,6 +284,7 @@ pub fn valid_app_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::error::ErrorCode;
 
     fn cfg() -> TransportConfig {
         TransportConfig::new(
@@ -311,6 +326,26 @@ mod tests {
         let mut c = cfg();
         c.timeouts.pong = Duration::ZERO;
         assert!(c.validate().unwrap_err().message.contains("pongMs"));
+    }
+
+    #[test]
+    fn connections_are_one_to_feishus_fifty() {
+        for ok in [1, 2, MAX_CONNECTIONS] {
+            let mut c = cfg();
+            c.connections = ok;
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in [0, MAX_CONNECTIONS + 1] {
+            let mut c = cfg();
+            c.connections = bad;
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidConfig);
+            assert!(
+                e.message.contains("connections") && e.message.contains("50"),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]

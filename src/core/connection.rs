@@ -143,7 +143,7 @@ fn classify_handshake_error(e: tungstenite::Error, host: &str) -> TransportError
 const READ_BUFFER_SIZE: usize = 16 * 1024;
 
 /// Commands from the run to its live session.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Control {
     /// Stop: with `force`, drop the socket at once; otherwise stop reading, wait up to
     /// `drain` for in-flight handlers, send their acks, then close the WebSocket.

@@ -9,12 +9,20 @@ use super::status::StatusSnapshot;
 
 /// Lifecycle notifications; every method defaults to doing nothing.
 pub trait Observer: Send + Sync + 'static {
-    /// The first connection of this run is up.
-    fn ready(&self) {}
-    /// A retry is scheduled after `delay`.
-    fn reconnecting(&self, _attempt: u32, _delay: Duration, _error: Option<&TransportError>) {}
-    /// A later connection of this run is up.
-    fn reconnected(&self) {}
+    /// The run's first connection is up (once per run, whichever of the `connections`
+    /// sockets that is; `connection` is its index).
+    fn ready(&self, _connection: usize) {}
+    /// Connection `connection` schedules a retry after `delay`.
+    fn reconnecting(
+        &self,
+        _connection: usize,
+        _attempt: u32,
+        _delay: Duration,
+        _error: Option<&TransportError>,
+    ) {
+    }
+    /// Connection `connection` is up again after a failure.
+    fn reconnected(&self, _connection: usize) {}
     /// Every failure, recoverable or terminal.
     fn error(&self, _error: &TransportError) {}
     /// Every state transition.

@@ -1,15 +1,18 @@
-//! A *run* is the lifetime of one `start()`: it owns the state, the backoff and the stop
-//! reason, and replaces its connection on every reconnect (a connection is never mutated
-//! back to life). Every path out of the loop returns an outcome, so the promise built on
-//! it always settles.
+//! A *run* is the lifetime of one `start()`. It holds `connections` connection loops
+//! (`Run`), each with its own discovery, liveness, backoff and state machine, sharing the
+//! handler, dedupe and status; each replaces its socket on every reconnect (a socket is
+//! never mutated back to life). The run ends when every loop has ended: on `close()` or
+//! the signal, or when one loop fails for good, which stops the others. Every path out
+//! returns an outcome, so the promise built on it always settles.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::FutureExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use super::backoff::AttemptPacer;
@@ -31,7 +34,8 @@ pub type RunOutcome = Result<StopReason, TransportError>;
 
 struct RunSlot {
     id: u64,
-    control: mpsc::UnboundedSender<Control>,
+    /// One per connection loop, by index.
+    controls: Vec<mpsc::UnboundedSender<Control>>,
     done: watch::Receiver<bool>,
 }
 
@@ -62,9 +66,10 @@ impl Transport {
         // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
         let tls = super::tls::client_config(&cfg.tls).map_err(|e| e.scrubbed(&redactor))?;
         let dedupe = cfg.dedupe.clone().map(|d| Arc::new(Dedupe::new(d)));
+        let connections = cfg.connections;
         Ok(Transport {
             cfg: Arc::new(cfg),
-            status: Arc::new(StatusStore::default()),
+            status: Arc::new(StatusStore::new(connections)),
             dedupe,
             tls: Arc::new(tls),
             redactor,
@@ -88,7 +93,9 @@ impl Transport {
         handler: Arc<dyn EventHandler>,
         observer: Arc<dyn Observer>,
     ) -> Result<impl Future<Output = RunOutcome> + Send + 'static, TransportError> {
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..self.cfg.connections)
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
         let (done_tx, done_rx) = watch::channel(false);
         let id = self.next_run_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -101,58 +108,70 @@ impl Transport {
             }
             *slot = Some(RunSlot {
                 id,
-                control: control_tx,
+                controls: controls.clone(),
                 done: done_rx,
             });
         }
         let log = Log::new(observer.clone(), self.cfg.log_level, self.redactor.clone());
-        let run = Run {
-            cfg: self.cfg.clone(),
-            status: self.status.clone(),
-            dedupe: self.dedupe.clone(),
-            tls: self.tls.clone(),
-            handler,
-            observer,
-            log,
-            redactor: self.redactor.clone(),
-            control: control_rx,
-            machine: RunState::idle(),
-        };
+        let ready_announced = Arc::new(AtomicBool::new(false));
+        let several = self.cfg.connections > 1;
+        let loops: FuturesUnordered<_> = control_rxs
+            .into_iter()
+            .enumerate()
+            .map(|(index, control)| {
+                let run = Run {
+                    index,
+                    tag: if several {
+                        format!(" [connection {index}]")
+                    } else {
+                        String::new()
+                    },
+                    cfg: self.cfg.clone(),
+                    status: self.status.clone(),
+                    dedupe: self.dedupe.clone(),
+                    tls: self.tls.clone(),
+                    handler: handler.clone(),
+                    observer: observer.clone(),
+                    log: log.clone(),
+                    redactor: self.redactor.clone(),
+                    control,
+                    machine: RunState::idle(),
+                    ready_announced: ready_announced.clone(),
+                };
+                let (status, observer, log) = (self.status.clone(), observer.clone(), log.clone());
+                let redactor = self.redactor.clone();
+                async move {
+                    // A panic is a bug, but it must not leave start() unsettled or settle
+                    // it with something other than a FeishuTransportError: it ends the
+                    // run as INTERNAL.
+                    let outcome = AssertUnwindSafe(run.run())
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            let error = panicked(panic).scrubbed(&redactor);
+                            log.error(|| format!("giving up: {error}"));
+                            observer.status(&status.update(index, |l| {
+                                l.state = State::Failed;
+                                l.connection_id = None;
+                                l.next_retry_at = None;
+                                l.backpressure = false;
+                                l.last_error = Some((&error).into());
+                            }));
+                            observer.error(&error);
+                            Err(error)
+                        });
+                    (index, outcome)
+                }
+            })
+            .collect();
         let guard = SlotGuard {
             slot: self.run.clone(),
             id,
             done: done_tx,
         };
-        let (status, observer, log) = (self.status.clone(), run.observer.clone(), run.log.clone());
-        let redactor = self.redactor.clone();
+        let drain = self.cfg.default_drain;
         Ok(async move {
-            // A panic is a bug, but it must not leave start() unsettled or settle it with
-            // something other than a FeishuTransportError: it ends the run as INTERNAL.
-            let outcome = AssertUnwindSafe(run.run())
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    let error = TransportError::terminal(
-                        ErrorCode::Internal,
-                        format!("the transport stopped on an internal error (a bug; please report it): {what}"),
-                    )
-                    .scrubbed(&redactor);
-                    log.error(|| format!("giving up: {error}"));
-                    observer.status(&status.update(|l| {
-                        l.state = State::Failed;
-                        l.connection_id = None;
-                        l.next_retry_at = None;
-                        l.backpressure = false;
-                        l.last_error = Some((&error).into());
-                    }));
-                    observer.error(&error);
-                    Err(error)
-                });
+            let outcome = settle_loops(loops, &controls, drain, &log).await;
             // Release the slot before the outcome is delivered, so code reacting to the
             // settled start() may call start() again at once.
             drop(guard);
@@ -182,7 +201,9 @@ impl Transport {
         let done = {
             let slot = self.run.lock().unwrap_or_else(|p| p.into_inner());
             slot.as_ref().map(|s| {
-                let _ = s.control.send(ctrl);
+                for c in &s.controls {
+                    let _ = c.send(ctrl.clone());
+                }
                 s.done.clone()
             })
         };
@@ -194,14 +215,24 @@ impl Transport {
         }
     }
 
-    /// Cuts the live socket without acking what is in flight; the run reconnects through
-    /// the backoff. Returns false when no run is active.
-    pub fn drop_connection(&self, reason: &str) -> bool {
+    /// Cuts connection `index`'s live socket (`None`: every connection's) without acking
+    /// what is in flight; each reconnects through its backoff. Returns false when no run
+    /// is active or there is no such connection.
+    pub fn drop_connection(&self, reason: &str, index: Option<usize>) -> bool {
         let slot = self.run.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_ref() {
-            Some(s) => s.control.send(Control::Drop(reason.to_string())).is_ok(),
-            None => false,
-        }
+        let Some(s) = slot.as_ref() else {
+            return false;
+        };
+        let targets = match index {
+            None => &s.controls[..],
+            Some(i) => match s.controls.get(i) {
+                Some(c) => std::slice::from_ref(c),
+                None => return false,
+            },
+        };
+        targets
+            .iter()
+            .all(|c| c.send(Control::Drop(reason.to_string())).is_ok())
     }
 
     pub fn is_running(&self) -> bool {
@@ -227,7 +258,56 @@ impl Drop for SlotGuard {
     }
 }
 
+/// Waits for every connection loop of a run and returns the run's outcome: the first loop
+/// to end decides it. A loop ends on its own only by failing for good (a terminal error,
+/// `maxAttempts`, `reconnect: false`, a panic), and then the others are closed as by
+/// `close()` (draining for `drain`), so one app with bad credentials does not keep
+/// half its sockets; a stop reaches every loop at once.
+async fn settle_loops(
+    mut loops: FuturesUnordered<impl Future<Output = (usize, RunOutcome)>>,
+    controls: &[mpsc::UnboundedSender<Control>],
+    drain: Duration,
+    log: &Log,
+) -> RunOutcome {
+    let mut outcome = None;
+    while let Some((index, result)) = loops.next().await {
+        if outcome.is_some() {
+            continue;
+        }
+        if result.is_err() && controls.len() > 1 {
+            log.info(|| format!("connection {index} gave up; closing the other connections"));
+            for c in controls {
+                let _ = c.send(Control::Close {
+                    force: false,
+                    drain,
+                    aborted: false,
+                });
+            }
+        }
+        outcome = Some(result);
+    }
+    outcome.unwrap_or(Ok(StopReason::Closed))
+}
+
+/// The INTERNAL error of a panic in a run, naming what the panic said.
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> TransportError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    TransportError::terminal(
+        ErrorCode::Internal,
+        format!("the transport stopped on an internal error (a bug; please report it): {what}"),
+    )
+}
+
+/// One connection loop of a run: discovery, dial, session, then the reconnect decision
+/// of its own state machine, for connection `index`.
 struct Run {
+    index: usize,
+    /// `" [connection i]"` in log lines when the run has several connections.
+    tag: String,
     cfg: Arc<TransportConfig>,
     status: Arc<StatusStore>,
     dedupe: Option<Arc<Dedupe<AckPayload>>>,
@@ -237,8 +317,10 @@ struct Run {
     log: Log,
     redactor: Arc<Redactor>,
     control: mpsc::UnboundedReceiver<Control>,
-    /// Where the run stands, as `run_state::step` last left it.
+    /// Where this connection stands, as `run_state::step` last left it.
     machine: RunState,
+    /// `onReady` is once per run: whichever connection is up first announces it.
+    ready_announced: Arc<AtomicBool>,
 }
 
 /// A phase of the run raced against the caller's stop.
@@ -261,7 +343,7 @@ impl Run {
     }
 
     fn transition(&self, f: impl FnOnce(&mut super::status::Lifecycle)) {
-        let snap = self.status.update(f);
+        let snap = self.status.update(self.index, f);
         self.observer.status(&snap);
     }
 
@@ -277,7 +359,8 @@ impl Run {
                         return Raced::Stop(if aborted { StopReason::Aborted } else { StopReason::Closed })
                     }
                     Some(Control::Drop(reason)) => {
-                        self.log.info(|| format!("dropConnection({reason:?}) ignored: no connection is live"));
+                        let tag = &self.tag;
+                        self.log.info(|| format!("dropConnection({reason:?}) ignored: no connection is live{tag}"));
                     }
                     None => return Raced::Stop(StopReason::Closed),
                 },
@@ -287,7 +370,9 @@ impl Run {
 
     fn stopped(&mut self, reason: StopReason) -> RunOutcome {
         self.step(RunEvent::Stop(reason));
-        self.log.info(|| format!("stopped ({})", reason.as_str()));
+        let tag = &self.tag;
+        self.log
+            .info(|| format!("stopped ({}){tag}", reason.as_str()));
         self.transition(|l| {
             l.state = State::Stopped;
             l.connection_id = None;
@@ -297,8 +382,9 @@ impl Run {
     }
 
     fn failed(&self, error: TransportError) -> RunOutcome {
+        let tag = &self.tag;
         self.log
-            .error(|| format!("giving up: {error}{}", cause_text(&error)));
+            .error(|| format!("giving up{tag}: {error}{}", cause_text(&error)));
         self.transition(|l| {
             l.state = State::Failed;
             l.connection_id = None;
@@ -353,7 +439,7 @@ impl Run {
                     self.redactor.learn_url(&endpoint.url);
                     server.merge(&endpoint.config);
                     let summary = ServerSummary::from_config(&server);
-                    self.status.update(|l| l.server = Some(summary));
+                    self.status.update(self.index, |l| l.server = Some(summary));
                     let tls = self.tls.clone();
                     match self.race(dial(&endpoint, &cfg, &tls)).await {
                         Raced::Stop(r) => return self.stopped(r),
@@ -374,9 +460,10 @@ impl Run {
                         l.last_connected_at = Some(now);
                         l.next_retry_at = None;
                     });
+                    let tag = &self.tag;
                     self.log.info(|| {
                         format!(
-                            "connected{}",
+                            "connected{tag}{}",
                             conn_id
                                 .as_deref()
                                 .map(|d| format!(" [conn_id={d}]"))
@@ -386,25 +473,30 @@ impl Run {
                     match announce {
                         Action::Announce(Announce::Reconnected) => {
                             Counters::bump(&self.status.counters.reconnects);
-                            self.observer.reconnected();
+                            self.observer.reconnected(self.index);
                         }
-                        _ => self.observer.ready(),
+                        // This connection's first; the run's first only once.
+                        _ => {
+                            if !self.ready_announced.swap(true, Ordering::Relaxed) {
+                                self.observer.ready(self.index);
+                            }
+                        }
                     }
-                    let status = self.status.clone();
+                    let (status, index) = (self.status.clone(), self.index);
                     let on_server_config = move |c: &ServerConfig| {
                         let summary = ServerSummary::from_config(c);
-                        status.update(|l| l.server = Some(summary));
+                        status.update(index, |l| l.server = Some(summary));
                     };
                     // The session reports health from inside its loop; what health means for
                     // the attempt counter is the machine's rule, worked out here for it.
                     let (as_healthy, _) = step(self.machine, RunEvent::Healthy, None, 0.0);
                     let status = self.status.clone();
                     let on_healthy = move || {
-                        status.update(|l| l.attempt = as_healthy.attempt);
+                        status.update(index, |l| l.attempt = as_healthy.attempt);
                     };
                     let (status, observer) = (self.status.clone(), self.observer.clone());
                     let on_backpressure = move |on: bool| {
-                        observer.status(&status.update(|l| l.backpressure = on));
+                        observer.status(&status.update(index, |l| l.backpressure = on));
                     };
                     let ctx = SessionContext {
                         cfg: &cfg,
@@ -419,7 +511,7 @@ impl Run {
                     };
                     let end = run_session(ws, &endpoint, ctx, &mut self.control).await;
                     let now = now_ms() as f64;
-                    self.status.update(|l| {
+                    self.status.update(self.index, |l| {
                         l.last_disconnected_at = Some(now);
                         l.connection_id = None;
                         // The socket it held back is gone; nothing waits on a slot now.
@@ -443,7 +535,8 @@ impl Run {
             // secrets (the app secret, which a server may echo, and the socket URL's
             // access_key and ticket, which it may name without their key) only here.
             let error = error.scrubbed(&self.redactor);
-            self.log.warn(|| format!("{error}"));
+            let tag = &self.tag;
+            self.log.warn(|| format!("{error}{tag}"));
             self.observer.error(&error);
             let (attempt, delay) = match self.step(RunEvent::Failed {
                 error: error.clone(),
@@ -473,13 +566,15 @@ impl Run {
                 l.next_retry_at = Some(retry_at);
                 l.last_error = Some(summary);
             });
+            let tag = &self.tag;
             self.log.info(|| {
                 format!(
-                    "reconnecting in {} ms (attempt {attempt})",
+                    "reconnecting in {} ms (attempt {attempt}){tag}",
                     delay.as_millis()
                 )
             });
-            self.observer.reconnecting(attempt, delay, Some(&error));
+            self.observer
+                .reconnecting(self.index, attempt, delay, Some(&error));
             if let Raced::Stop(r) = self.race(tokio::time::sleep(delay)).await {
                 return self.stopped(r);
             }
