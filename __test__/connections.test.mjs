@@ -119,6 +119,8 @@ test('a dropped socket leaves the app hearing on the other while it reconnects; 
     assert.equal(p.transport.status().connections[1].state, 'reconnecting', 'handled while connection 1 was still down')
     await waitFor(() => p.transport.status().connections[1].connected, { what: 'connection 1 back' })
     assert.notEqual(p.transport.status().connections[1].connectionId, before, 'a new socket')
+    // Callbacks reach JavaScript after the status changed.
+    await waitFor(() => p.notes.some(([k]) => k === 'reconnected'), { what: 'onReconnected' })
     assert.deepEqual(p.notes.filter(([k]) => k !== 'ready').map(([k, info]) => [k, info.connection]), [['reconnecting', 1], ['reconnected', 1]])
     assert.equal(p.notes.find(([k]) => k === 'reconnecting')[1].attempt, 1)
     await p.emulator.waitForAllAcked({ timeoutMs: 5000 })
@@ -206,6 +208,7 @@ test('connections: 1 (the default) reports one connection and connection 0 in it
   const p = await startConnections(1)
   try {
     assert.equal(p.transport.status().connections.length, 1)
+    await waitFor(() => p.notes.length > 0, { what: 'onReady' })
     assert.deepEqual(p.notes, [['ready', { connection: 0 }]])
     p.transport.dropConnection('test')
     await waitFor(() => p.notes.length === 3, { what: 'reconnected' })
