@@ -113,6 +113,9 @@ impl Transport {
             });
         }
         let log = Log::new(observer.clone(), self.cfg.log_level, self.redactor.clone());
+        // The loops are polled inside the run's one future rather than spawned: dropping
+        // that future (a JavaScript environment going away) must end every connection,
+        // and a panic in one is caught here, per loop.
         let ready_announced = Arc::new(AtomicBool::new(false));
         let several = self.cfg.connections > 1;
         let loops: FuturesUnordered<_> = control_rxs
