@@ -16,7 +16,7 @@
 // stdin/stdout; the figures are the child's own (every thread's on-CPU time), so this
 // process's Node runtime is not counted.
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -111,12 +111,28 @@ async function startRaw() {
   const waiting = []
   lines.on('line', (l) => { const w = waiting.shift(); if (w) w(JSON.parse(l)) })
   child.on('exit', (code) => { if (!raw || !raw.exiting) { console.error(`raw client exited (code ${code})`); process.exit(3) } })
+  child.stdin.on('error', (e) => { if (!raw.exiting) { console.error(`raw client: ${e.message}`); process.exit(3) } })
   const ask = (cmd) => new Promise((resolve) => { waiting.push(resolve); if (cmd) child.stdin.write(`${cmd}\n`) })
   raw = { child, ask, exiting: false }
   await ask(null) // {ready}
   clients.push({ close: async () => { raw.exiting = true; child.stdin.end('exit\n'); await new Promise((r) => child.once('exit', r)) } })
 }
 
+// On-CPU ms of each thread of this process by name (/proc/self/task/TID/schedstat).
+function threadCpuMs() {
+  const out = {}
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+      const name = Number(tid) === process.pid ? 'main (JS)' : readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()
+      out[name] = (out[name] || 0) + ns / 1e6
+    } catch {}
+  }
+  return out
+}
+const diffThreads = (a, b) => Object.fromEntries(Object.entries(b).map(([k, v]) => [k, +(v - (a[k] || 0)).toFixed(1)]))
+
+let threadMark = {}
 let cpuMark = process.cpuUsage()
 let wallMark = performance.now()
 let handledMark = 0
@@ -133,6 +149,7 @@ const commands = {
   begin() {
     if (raw) return rawCommands.begin()
     cpuMark = process.cpuUsage()
+    threadMark = threadCpuMs()
     wallMark = performance.now()
     handledMark = handled
     return {}
@@ -147,6 +164,7 @@ const commands = {
       handledTotal: handled,
       rssBytes: process.memoryUsage.rss(),
       peakRssBytes: vm('VmHWM'),
+      threadCpuMs: diffThreads(threadMark, threadCpuMs()),
     }
   },
   async exit() {
