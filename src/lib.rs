@@ -20,8 +20,8 @@ pub fn install_crypto_provider() {
 /// Worker threads of the process's tokio runtime (one), unless `TOKIO_WORKER_THREADS`
 /// says otherwise. A transport does little CPU work per event and none of it in
 /// parallel (one session task per socket), so a second worker only adds wake-ups: at
-/// 1 000 events/s the default two workers cost 2.45 context switches and 4.8 syscalls per
-/// event, one worker 1.6 and 3.6, and a quarter less CPU (bench/NOTES.md, "Steady rates").
+/// 1 000 events/s the default two workers cost 2.45 context switches and 4.83 syscalls
+/// per event, one worker 0.93 and 2.76 (bench/NOTES.md, "Steady rates").
 const WORKER_THREADS: usize = 1;
 
 /// The runtime napi-rs runs every async call and the transport on. napi-rs builds the
