@@ -1,5 +1,6 @@
 // The benchmark in its CI form: `node bench/run.mjs --quick --no-write` (one round of
-// every scenario, small counts, both clients). Its figures are printed, never asserted:
+// every scenario, small counts, both clients; scenarios 7 and 8 add the raw Rust client
+// when examples/raw_client.rs is built). Its figures are printed, never asserted:
 // this only proves the run completes and both clients deliver every event (run.mjs exits
 // non-zero otherwise).
 import { test } from 'node:test'
@@ -18,5 +19,5 @@ test('the quick benchmark completes and both clients deliver every event', { tim
   assert.equal(code, 0, `bench/run.mjs --quick exited ${code}`)
   assert.match(out, /bench: completed/)
   assert.doesNotMatch(out, /Delivery problems/)
-  for (const n of [1, 2, 3, 4, 5, 6]) assert.match(out, new RegExp(`Scenario ${n}:`))
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 8]) assert.match(out, new RegExp(`Scenario ${n}:`))
 })

@@ -1,7 +1,7 @@
 // The benchmark's client process: N clients of one kind, connected to the emulator of
 // bench/emulator-server.mjs, each with a no-op handler that only counts.
 //
-//   node bench/client.mjs --client official|native --domain http://127.0.0.1:PORT \
+//   node bench/client.mjs --client official|native|raw --domain http://127.0.0.1:PORT \
 //     --apps cli_…:secret,cli_…:secret [--transports N] [--initial-delay-ms 100]
 //
 // `--transports N` starts N clients in this process, client i on app i mod apps.length.
@@ -11,7 +11,15 @@
 //   exit  → closes every client (force) and exits
 // CPU is this process's own (process.cpuUsage(): every thread, the addon's included);
 // the peak RSS is the kernel's VmHWM of this process.
-import { readFileSync } from 'node:fs'
+// `--client raw` runs examples/raw_client.rs (the floor: a Rust client with no JavaScript,
+// one app, one transport) as a child process and relays the commands to it over its
+// stdin/stdout; the figures are the child's own (every thread's on-CPU time), so this
+// process's Node runtime is not counted.
+import { spawn } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import path from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import { performance } from 'node:perf_hooks'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
@@ -91,18 +99,63 @@ async function startNative() {
   await Promise.all(ready)
 }
 
+/** The raw Rust client's binary; bench/run.mjs builds it before the run. */
+const RAW_CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'target', 'release', 'examples', 'raw_client')
+
+let raw = null
+async function startRaw() {
+  if (!existsSync(RAW_CLIENT)) throw new Error(`${RAW_CLIENT} is missing: cargo build --release --example raw_client`)
+  const app = apps[0]
+  const child = spawn(RAW_CLIENT, ['--domain', args.domain, '--app', `${app.appId}:${app.appSecret}`], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const lines = createInterface({ input: child.stdout })
+  const waiting = []
+  lines.on('line', (l) => { const w = waiting.shift(); if (w) w(JSON.parse(l)) })
+  child.on('exit', (code) => { if (!raw || !raw.exiting) { console.error(`raw client exited (code ${code})`); process.exit(3) } })
+  child.stdin.on('error', (e) => { if (!raw.exiting) { console.error(`raw client: ${e.message}`); process.exit(3) } })
+  const ask = (cmd) => new Promise((resolve) => { waiting.push(resolve); if (cmd) child.stdin.write(`${cmd}\n`) })
+  raw = { child, ask, exiting: false }
+  await ask(null) // {ready}
+  clients.push({ close: async () => { raw.exiting = true; child.stdin.end('exit\n'); await new Promise((r) => child.once('exit', r)) } })
+}
+
+// On-CPU ms of each thread of this process by name (/proc/self/task/TID/schedstat).
+function threadCpuMs() {
+  const out = {}
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+      const name = Number(tid) === process.pid ? 'main (JS)' : readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()
+      out[name] = (out[name] || 0) + ns / 1e6
+    } catch {}
+  }
+  return out
+}
+const diffThreads = (a, b) => Object.fromEntries(Object.entries(b).map(([k, v]) => [k, +(v - (a[k] || 0)).toFixed(1)]))
+
+let threadMark = {}
 let cpuMark = process.cpuUsage()
 let wallMark = performance.now()
 let handledMark = 0
 
+const rawCommands = {
+  begin: () => raw.ask('begin'),
+  async end() {
+    const r = await raw.ask('end')
+    return { ...r, handledTotal: r.handled }
+  },
+}
+
 const commands = {
   begin() {
+    if (raw) return rawCommands.begin()
     cpuMark = process.cpuUsage()
+    threadMark = threadCpuMs()
     wallMark = performance.now()
     handledMark = handled
     return {}
   },
   end() {
+    if (raw) return rawCommands.end()
     const d = process.cpuUsage(cpuMark)
     return {
       cpuMs: (d.user + d.system) / 1000,
@@ -111,6 +164,7 @@ const commands = {
       handledTotal: handled,
       rssBytes: process.memoryUsage.rss(),
       peakRssBytes: vm('VmHWM'),
+      threadCpuMs: diffThreads(threadMark, threadCpuMs()),
     }
   },
   async exit() {
@@ -131,5 +185,5 @@ process.on('message', async (msg) => {
 process.on('disconnect', () => process.exit(0))
 
 const t0 = performance.now()
-await (kind === 'official' ? startOfficial() : startNative())
+await ({ official: startOfficial, native: startNative, raw: startRaw })[kind]()
 process.send({ ready: true, connectMs: performance.now() - t0 })

@@ -51,7 +51,10 @@ function channel(child) {
 
 const n = Number(a.transports)
 const apps = Array.from({ length: n }, (_, i) => ({ appId: `cli_b0e1c2d3e4f5a6${(0x10 + i).toString(16)}`, appSecret: `bench-secret-${i}` }))
-const server = channel(fork(path.join(here, 'emulator-server.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+// The emulator keeps two tokio workers (the addon's default is one, src/lib.rs): its
+// pusher, writer and ack reader run in parallel, so it stays off the critical path.
+const EMULATOR_ENV = { ...process.env, TOKIO_WORKER_THREADS: process.env.EMULATOR_WORKER_THREADS || '2' }
+const server = channel(fork(path.join(here, 'emulator-server.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: EMULATOR_ENV }))
 await server.ready
 const { domain } = await server.call('start', { options: { apps, ackDeadlineMs: 60_000 } })
 const clientArgs = [path.join(here, 'client.mjs'), '--client', a.client, '--domain', domain, '--apps', apps.map((x) => `${x.appId}:${x.appSecret}`).join(','), '--transports', String(n)]
@@ -68,7 +71,7 @@ await server.call('warmMany', { count: Number(a.warmup), ...common })
 await client.call('begin')
 const r = await server.call('push', { count: Number(a.count), ...common, ratePerSec: a.rate ? Number(a.rate) : undefined, latency: a.rate ? { skip: Number(a.warmup) + 100 } : undefined })
 const c = await client.call('end')
-console.log(JSON.stringify({ eventsPerSec: Math.round(r.eventsPerSec), cpuMsPer1k: +((c.cpuMs / Number(a.count)) * 1000).toFixed(2), peakRssMB: +(c.peakRssBytes / 2 ** 20).toFixed(1), emulatorCpuMsPer1k: +((r.emulatorCpuMs / Number(a.count)) * 1000).toFixed(2), handled: c.handled, pending: r.pending, latency: r.latency }))
+console.log(JSON.stringify({ eventsPerSec: Math.round(r.eventsPerSec), cpuMsPer1k: +((c.cpuMs / Number(a.count)) * 1000).toFixed(2), peakRssMB: +(c.peakRssBytes / 2 ** 20).toFixed(1), emulatorCpuMsPer1k: +((r.emulatorCpuMs / Number(a.count)) * 1000).toFixed(2), handled: c.handled, pending: r.pending, latency: r.latency, threadCpuMs: c.threadCpuMs }))
 await client.call('exit')
 await new Promise((resolve) => child.on('exit', resolve))
 await server.call('exit')

@@ -11,16 +11,22 @@
 //   node bench/run.mjs --only 1,3      # some scenarios only (never writes)
 //   node bench/run.mjs --rounds 5      # more rounds
 //
+// Scenarios 7 and 8 (steady rates) add a third client, `raw`: examples/raw_client.rs, a
+// Rust client with no JavaScript that acks each event the moment it reads it (the floor).
+// A full run builds it (`cargo build --release --example raw_client`); `--quick` uses it
+// only if it is built already.
+//
 // It exits non-zero if a client failed to deliver every event or a step timed out.
 // Targets are reported (PASS/MISS), never asserted.
 import { fork, execFileSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
+const RAW_CLIENT = path.join(here, '..', 'target', 'release', 'examples', 'raw_client')
 
 const { values: argv } = parseArgs({
   options: {
@@ -39,6 +45,7 @@ const INITIAL_DELAY_MS = 100
 /** The ClientConfig of the recovery scenario: the official SDK waits random(0..nonce) s. */
 const RECOVERY_CLIENT_CONFIG = { reconnectNonce: 1, reconnectInterval: 1 }
 const KINDS = ['official', 'native']
+const STEADY_KINDS = ['official', 'native', 'raw']
 
 const FULL = {
   rounds: 3,
@@ -48,6 +55,8 @@ const FULL = {
   s4: { idleMs: 30_000, settleMs: 10_000 },
   s5: { drops: 5, gapMs: 300 },
   s6: { transports: 10, counts: { official: 20_000, native: 100_000 }, warmup: 2_000, payloadBytes: 512, maxInFlight: 256 },
+  s7: { count: 3_000, ratePerSec: 100, skip: 100, warmup: 500 },
+  s8: { count: 10_000, ratePerSec: 1_000, skip: 100, warmup: 500 },
 }
 const QUICK = {
   rounds: 1,
@@ -57,6 +66,8 @@ const QUICK = {
   s4: { idleMs: 2_000, settleMs: 300 },
   s5: { drops: 1, gapMs: 200 },
   s6: { transports: 10, counts: { official: 2_000, native: 2_000 }, warmup: 200, payloadBytes: 512, maxInFlight: 256 },
+  s7: { count: 100, ratePerSec: 100, skip: 10, warmup: 50 },
+  s8: { count: 500, ratePerSec: 1_000, skip: 50, warmup: 100 },
 }
 const cfg = quick ? QUICK : FULL
 if (argv.rounds) cfg.rounds = Number(argv.rounds)
@@ -105,7 +116,10 @@ function withTimeout(promise, ms, what) {
   ])
 }
 
-const server = rpc(fork(path.join(here, 'emulator-server.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), 'emulator')
+// The emulator keeps two tokio workers (the addon's default is one, src/lib.rs): its
+// pusher, writer and ack reader run in parallel, so it stays off the critical path.
+const EMULATOR_ENV = { ...process.env, TOKIO_WORKER_THREADS: process.env.EMULATOR_WORKER_THREADS || '2' }
+const server = rpc(fork(path.join(here, 'emulator-server.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: EMULATOR_ENV }), 'emulator')
 await withTimeout(server.ready, 30_000, 'emulator process start')
 
 async function spawnClient(kind, domain, apps, transports = 1) {
@@ -258,6 +272,13 @@ const scenarios = [
     describe: (s) => `${s.transports} apps, ${s.transports} clients of one kind in one process; ${s.counts.official.toLocaleString('en')} (official) / ${s.counts.native.toLocaleString('en')} (native) events of ${s.payloadBytes} B spread evenly over the apps, at most ${s.maxInFlight} in flight in total (${Math.floor(s.maxInFlight / s.transports)} per app)`,
     run: (kind, s) => loadRound('scenario 6', kind, { apps: makeApps(s.transports), transports: s.transports, count: s.counts[kind], warmup: s.warmup, payloadBytes: s.payloadBytes, maxInFlight: s.maxInFlight }),
   },
+  ...[[7, 'Steady 100 events/s'], [8, 'Steady 1 000 events/s']].map(([n, name]) => ({
+    n,
+    name,
+    kinds: STEADY_KINDS,
+    describe: (s) => `${s.count.toLocaleString('en')} events of 512 B at ${s.ratePerSec.toLocaleString('en')} events/s per round after ${s.warmup} warm-up events (pushed as fast as acked), three clients: official, native, and raw (examples/raw_client.rs: a Rust client with no JavaScript that acks each event as it reads it; its CPU is its own process's, every thread). Latency as in scenario 3; the first ${s.skip} measured acks discarded`,
+    run: (kind, s) => loadRound(`scenario ${n}`, kind, { apps: makeApps(1), count: s.count, warmup: s.warmup, payloadBytes: 512, ratePerSec: s.ratePerSec, latencySkip: s.skip }),
+  })),
 ]
 
 // ---------------------------------------------------------------------------------------
@@ -285,6 +306,14 @@ function fmtRatio(r) {
   if (r >= 10) return `${fmt(r, 1)}×`
   return `${fmt(r, 2)}×`
 }
+
+const STEADY_METRICS = [
+  ['client CPU ms / 1 000 events', (r) => pick(r, (x) => x.cpuMsPer1k), 1, 'lower'],
+  ['ack latency p50 ms', (r) => pick(r, (x) => x.latency && x.latency.p50Us / 1000), 2, 'lower'],
+  ['ack latency p99 ms', (r) => pick(r, (x) => x.latency && x.latency.p99Us / 1000), 2, 'lower'],
+  ['ack latency max ms', (r) => pick(r, (x) => x.latency && x.latency.maxUs / 1000), 2, 'lower'],
+  ['peak RSS MB', (r) => pick(r, (x) => x.peakRssMB), 1, 'lower'],
+]
 
 /** Metric rows of a scenario: [label, value(rounds), digits, better ('higher'|'lower')]. */
 const METRICS = {
@@ -317,6 +346,8 @@ const METRICS = {
     ['recovery ms, max', (r) => Math.max(...r.flatMap((x) => x.recoveryAll)), 0, 'lower'],
     ['probes dropped by the client at reconnect (total)', (r) => r.reduce((a, x) => a + x.lost, 0), 0, null],
   ],
+  7: STEADY_METRICS,
+  8: STEADY_METRICS,
   6: [
     ['events/s (all apps)', (r) => pick(r, (x) => x.eventsPerSec), 0, 'higher'],
     ['client CPU ms / 1 000 events', (r) => pick(r, (x) => x.cpuMsPer1k), 1, 'lower'],
@@ -330,7 +361,9 @@ function scenarioTable(n, rounds) {
     const o = f(rounds.official)
     const v = f(rounds.native)
     const ratio = o && v !== null ? v / o : null
-    rows.push({ label, official: o, native: v, ratio, digits, better })
+    const raw = rounds.raw && rounds.raw.length ? f(rounds.raw) : undefined
+    const rawRatio = raw && v !== null ? v / raw : null
+    rows.push({ label, official: o, native: v, ratio, raw, rawRatio, digits, better })
   }
   return rows
 }
@@ -353,6 +386,13 @@ function targets(tables) {
     ok: rss.length ? rss.every(([, x]) => x.native < x.official) : null,
     shown: rss.length ? rss.map(([n, x]) => `S${n}: ${fmt(x.native, 0)} vs ${fmt(x.official, 0)} MB`).join('; ') : 'not run',
   })
+  for (const n of [7, 8]) {
+    r = get(n, 'client CPU ms / 1 000 events')
+    const rate = n === 7 ? '100/s' : '1 000/s'
+    add(`Scenario ${n} client CPU per event at ${rate} ≤ 2× the raw Rust client's`, r && r.raw !== undefined ? r : null, r && r.rawRatio <= 2, r && `${fmtRatio(r.rawRatio)} (${fmt(r.native, 1)} vs raw ${fmt(r.raw, 1)} ms / 1 000; official ${fmt(r.official, 1)})`)
+  }
+  r = get(8, 'ack latency p99 ms')
+  add('Scenario 8 ack p99 at 1 000/s ≤ 2× the raw Rust client\'s', r && r.raw !== undefined ? r : null, r && r.rawRatio <= 2, r && `${fmtRatio(r.rawRatio)} (${fmt(r.native, 2)} vs raw ${fmt(r.raw, 2)} ms; official ${fmt(r.official, 2)}; max ${fmt(get(8, 'ack latency max ms').native, 2)} vs raw ${fmt(get(8, 'ack latency max ms').raw, 2)} ms)`)
   r = get(4, 'idle CPU %')
   add('Idle CPU ≤ 0.1 %', r, r && r.native <= 0.1, r && `${fmt(r.native, 3)} %`)
   r = get(5, 'recovery ms (median of all drops)')
@@ -436,6 +476,15 @@ const meta = { ...machine(), date: new Date().toISOString(), command: `node benc
 if (process.env.npm_lifecycle_event === 'bench') meta.command = `npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
 console.log(`bench: ${quick ? 'quick' : 'full'} run, ${cfg.rounds} round(s); ${meta.nproc} cores, ${meta.cpu}, load ${meta.loadStart}`)
 
+// The raw Rust client of scenarios 7 and 8 (examples/raw_client.rs), built unless --quick.
+let rawBuilt = existsSync(RAW_CLIENT)
+if (!quick && (!only || only.has(7) || only.has(8))) {
+  console.log('bench: cargo build --release --example raw_client')
+  execFileSync('cargo', ['build', '--release', '--example', 'raw_client'], { cwd: path.join(here, '..'), stdio: 'inherit' })
+  rawBuilt = true
+}
+if (!rawBuilt) console.log(`bench: ${RAW_CLIENT} is not built: scenarios 7 and 8 run without the raw client`)
+
 const all = new Map()
 const roundLines = []
 let failed = null
@@ -443,9 +492,10 @@ try {
   for (const sc of scenarios) {
     if (only && !only.has(sc.n)) continue
     const s = cfg[`s${sc.n}`]
-    const rounds = { official: [], native: [] }
+    const kinds = (sc.kinds || KINDS).filter((k) => k !== 'raw' || rawBuilt)
+    const rounds = Object.fromEntries(kinds.map((k) => [k, []]))
     for (let round = 1; round <= cfg.rounds; round++) {
-      for (const kind of KINDS) {
+      for (const kind of kinds) {
         const t0 = Date.now()
         const r = await sc.run(kind, s)
         rounds[kind].push(r)
@@ -474,6 +524,13 @@ meta.loadEnd = os.loadavg().map((x) => x.toFixed(2)).join(' ')
 meta.seconds = ((Date.now() - started) / 1000).toFixed(0)
 
 function markdownTable(n) {
+  if (tables[n].some((r) => r.raw !== undefined)) {
+    const lines = ['| metric | official WSClient | FeishuTransport | raw Rust client | native / official | native / raw |', '|---|---:|---:|---:|---:|---:|']
+    for (const r of tables[n]) {
+      lines.push(`| ${r.label} | ${fmt(r.official, r.digits)} | ${fmt(r.native, r.digits)} | ${fmt(r.raw, r.digits)} | ${fmtRatio(r.ratio)} | ${fmtRatio(r.rawRatio)} |`)
+    }
+    return lines.join('\n')
+  }
   const lines = ['| metric | official WSClient | FeishuTransport | native / official |', '|---|---:|---:|---:|']
   for (const r of tables[n]) {
     lines.push(`| ${r.label} | ${fmt(r.official, r.digits)} | ${fmt(r.native, r.digits)} | ${fmtRatio(r.ratio)}${r.better ? (r.better === 'higher' ? ' ↑' : ' ↓') : ''} |`)
@@ -487,7 +544,8 @@ console.log('')
 for (const [n, { sc }] of all) {
   console.log(`Scenario ${n}: ${sc.name}`)
   for (const r of tables[n]) {
-    console.log(`  ${r.label.padEnd(36)} official ${fmt(r.official, r.digits).padStart(10)}   native ${fmt(r.native, r.digits).padStart(10)}   native/official ${fmtRatio(r.ratio)}`)
+    const raw = r.raw !== undefined ? `   raw ${fmt(r.raw, r.digits).padStart(10)}   native/raw ${fmtRatio(r.rawRatio)}` : ''
+    console.log(`  ${r.label.padEnd(36)} official ${fmt(r.official, r.digits).padStart(10)}   native ${fmt(r.native, r.digits).padStart(10)}   native/official ${fmtRatio(r.ratio)}${raw}`)
   }
 }
 console.log('\nTargets:')

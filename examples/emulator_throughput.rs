@@ -14,42 +14,14 @@ use feishu_transport::emulator::{
 };
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Discovery over a raw HTTP/1.1 POST: returns the WebSocket URL.
-async fn discover(port: u16) -> String {
-    let body = format!(r#"{{"AppID":"{DEFAULT_APP_ID}","AppSecret":"{DEFAULT_APP_SECRET}"}}"#);
-    let req = format!(
-        "POST /callback/ws/endpoint HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("read");
-    let json = raw.split("\r\n\r\n").nth(1).expect("a body");
-    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
-    v["data"]["URL"].as_str().expect("a URL").to_string()
-}
+mod support;
 
 /// Connects and acks every complete event with `{"code":200}` at once. Acks go through
 /// a channel to a writer that feeds while acks are ready and flushes once.
 async fn run_client(url: String) {
-    let addr = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .expect("authority")
-        .to_string();
-    let tcp = TcpStream::connect(addr).await.expect("tcp");
-    tcp.set_nodelay(true).expect("nodelay");
-    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
-        .await
-        .expect("handshake");
+    let ws = support::connect(&url).await;
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
@@ -158,7 +130,12 @@ async fn main() {
     })
     .await
     .expect("emulator");
-    let url = discover(emu.port()).await;
+    let url = support::discover(
+        &format!("127.0.0.1:{}", emu.port()),
+        DEFAULT_APP_ID,
+        DEFAULT_APP_SECRET,
+    )
+    .await;
     let client = tokio::spawn(run_client(url));
     emu.wait_for_connections(None, 1, Duration::from_secs(10))
         .await
