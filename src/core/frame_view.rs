@@ -1,10 +1,21 @@
-//! The hot path's form of a received frame: [`FrameView`] reads the same fields as
-//! [`Frame`], by the same rules as prost, but its header keys and values and its payload
-//! are slices of the received message: no `String` or reference-counted `Bytes` per
-//! field (a data frame carries five or six headers; slicing each as `Bytes` cost two
-//! atomic operations, and allocating each as a `String`, a `malloc` and a `free`).
-//! [`AckTemplate`] keeps what an ack echoes in one small buffer, so a frame waiting for
-//! its handler pins neither the socket's read buffer nor a vector of headers.
+//! The protocol layer's codec: the one reader of received frames and the writers of the
+//! frames sent per event, shared by the transport (`src/core`) and the emulator
+//! (`src/emulator`).
+//!
+//! [`FrameView`] reads the same fields as [`Frame`], by the same rules as prost, but its
+//! header keys and values and its payload are slices of the received message: no `String`
+//! or reference-counted `Bytes` per field (a data frame carries five or six headers;
+//! slicing each as `Bytes` cost two atomic operations, and allocating each as a `String`,
+//! a `malloc` and a `free`). Where the headers go is the reader's [`HeaderSink`]: the
+//! transport keeps them all (a `Vec`), the emulator keeps the three it matches acks by,
+//! so neither allocates more than it needs and both read by the same rules.
+//!
+//! The writers ([`AckTemplate`], [`encoded_len`] and [`encode_head`]) produce exactly the
+//! bytes of `Frame::encode_to_vec` for the same content, without building a `Frame` of
+//! owned strings first. prost's [`Frame`] stays the owned form of a frame (control frames,
+//! frames built by tests and the emulator's `sendFrame`), the wording of a decode error,
+//! and the oracle every function here is held to by property tests (tests/codec_props.rs);
+//! docs/PROTOCOL.md §4 and docs/ARCHITECTURE.md say why both exist.
 
 use prost::encoding::{
     decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, WireType,
@@ -20,14 +31,27 @@ pub struct HeaderView<'a> {
     pub value: &'a str,
 }
 
-/// [`Frame`], borrowed from the message it was read from.
+/// Where a reader puts the headers of a frame, in wire order, as it meets them.
+pub trait HeaderSink<'a> {
+    fn push(&mut self, header: HeaderView<'a>);
+}
+
+/// Every header (the transport's form).
+impl<'a> HeaderSink<'a> for Vec<HeaderView<'a>> {
+    fn push(&mut self, header: HeaderView<'a>) {
+        Vec::push(self, header);
+    }
+}
+
+/// [`Frame`], borrowed from the message it was read from; `H` holds its headers (all of
+/// them, by default).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FrameView<'a> {
+pub struct FrameView<'a, H = Vec<HeaderView<'a>>> {
     pub seq_id: u64,
     pub log_id: u64,
     pub service: i32,
     pub method: i32,
-    pub headers: Vec<HeaderView<'a>>,
+    pub headers: H,
     pub payload_encoding: Option<&'a [u8]>,
     pub payload_type: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
@@ -75,8 +99,21 @@ impl<'a> FrameView<'a> {
     /// [`MAX_HEADER_BYTES`] of them is refused as soon as the bound is passed, before
     /// anything is allocated for the rest.
     pub fn decode(bytes: &'a [u8]) -> Result<FrameView<'a>, DecodeError> {
+        FrameView::decode_into(bytes, Vec::with_capacity(8))
+    }
+
+    /// The `type` header, or "" when absent.
+    pub fn frame_type(&self) -> &str {
+        self.header(header_key::TYPE).unwrap_or("")
+    }
+}
+
+impl<'a, H: HeaderSink<'a>> FrameView<'a, H> {
+    /// [`FrameView::decode`], handing the headers to `headers` instead of a vector: same
+    /// rules, same bounds, same errors.
+    pub fn decode_into(bytes: &'a [u8], headers: H) -> Result<FrameView<'a, H>, DecodeError> {
         let mut oversized = false;
-        match FrameView::read(bytes, &mut oversized) {
+        match FrameView::read(bytes, headers, &mut oversized) {
             Some(v) => Ok(v),
             None if oversized => Err(DecodeError(format!(
                 "the frame carries more than {MAX_HEADERS} headers or {MAX_HEADER_BYTES} bytes of them"
@@ -91,12 +128,19 @@ impl<'a> FrameView<'a> {
     /// headers accumulate, unknown fields are skipped, a wrong wire type, a length past
     /// the end or a `string` field (any occurrence) that is not UTF-8 fails. `None`
     /// wherever prost fails, and (with `oversized` set) past the header bounds.
-    fn read(mut buf: &'a [u8], oversized: &mut bool) -> Option<FrameView<'a>> {
+    fn read(mut buf: &'a [u8], headers: H, oversized: &mut bool) -> Option<FrameView<'a, H>> {
         let mut v = FrameView {
-            headers: Vec::with_capacity(8),
-            ..FrameView::default()
+            seq_id: 0,
+            log_id: 0,
+            service: 0,
+            method: 0,
+            headers,
+            payload_encoding: None,
+            payload_type: None,
+            payload: None,
+            log_id_new: None,
         };
-        let mut header_bytes = 0;
+        let (mut header_count, mut header_bytes) = (0, 0);
         while !buf.is_empty() {
             let (tag, wire_type) = decode_key(&mut buf).ok()?;
             match tag {
@@ -110,10 +154,11 @@ impl<'a> FrameView<'a> {
                     let header = delimited(wire_type, &mut buf)?;
                     // The field's one-byte key (read already), its length and its bytes.
                     header_bytes += 1 + before - buf.len();
-                    if v.headers.len() == MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+                    if header_count == MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
                         *oversized = true;
                         return None;
                     }
+                    header_count += 1;
                     v.headers.push(read_header(header)?);
                 }
                 // `string` fields: prost checks every occurrence, not only the last.
@@ -125,11 +170,6 @@ impl<'a> FrameView<'a> {
             }
         }
         Some(v)
-    }
-
-    /// The `type` header, or "" when absent.
-    pub fn frame_type(&self) -> &str {
-        self.header(header_key::TYPE).unwrap_or("")
     }
 }
 
@@ -232,9 +272,88 @@ fn field_len(value: &[u8]) -> usize {
 /// Writes header `key: value` as field 5 of a frame.
 fn put_header(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
     encode_key(5, WireType::LengthDelimited, out);
-    encode_varint((field_len(key) + field_len(value)) as u64, out);
+    encode_varint(header_len(key, value) as u64, out);
     put_bytes(1, key, out);
     put_bytes(2, value, out);
+}
+
+/// The encoded length of a `Header` message (without its field 5 key and length).
+fn header_len(key: &[u8], value: &[u8]) -> usize {
+    field_len(key) + field_len(value)
+}
+
+/// The four `required` fields every frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameIds {
+    pub seq_id: u64,
+    pub log_id: u64,
+    pub service: i32,
+    pub method: i32,
+}
+
+impl FrameIds {
+    /// `Frame`'s four `required` fields are always written; prost writes an int32 as the
+    /// varint of its sign extension.
+    fn put(&self, out: &mut Vec<u8>) {
+        for (tag, v) in self.varints() {
+            encode_key(tag, WireType::Varint, out);
+            encode_varint(v, out);
+        }
+    }
+
+    fn len(&self) -> usize {
+        // Each key is one byte.
+        self.varints()
+            .iter()
+            .map(|&(_, v)| 1 + encoded_len_varint(v))
+            .sum()
+    }
+
+    fn varints(&self) -> [(u32, u64); 4] {
+        [
+            (1, self.seq_id),
+            (2, self.log_id),
+            (3, self.service as i64 as u64),
+            (4, self.method as i64 as u64),
+        ]
+    }
+}
+
+/// The exact length of a frame of `ids`, `headers` and a payload of `payload_len` bytes
+/// (no payload field when `None`), as [`encode_head`] and the payload write it: a sender
+/// can allocate the frame at exactly its size (`Bytes::from(Vec)` allocates a second
+/// block whenever capacity and length differ).
+pub fn encoded_len(ids: &FrameIds, headers: &[(&str, &str)], payload_len: Option<usize>) -> usize {
+    let headers: usize = headers
+        .iter()
+        .map(|(k, v)| {
+            let inner = header_len(k.as_bytes(), v.as_bytes());
+            1 + encoded_len_varint(inner as u64) + inner
+        })
+        .sum();
+    let payload = payload_len.map_or(0, |n| 1 + encoded_len_varint(n as u64) + n);
+    ids.len() + headers + payload
+}
+
+/// Appends a frame of `ids` and `headers` (fields 1–5) and, when `payload_len` is given,
+/// the key and length of its payload (field 8), whose bytes the caller appends next: the
+/// bytes of `Frame::encode_to_vec` for the same content, with the payload written
+/// wherever it comes from (a slice of an event, generated padding) without a copy of its
+/// own first.
+pub fn encode_head(
+    ids: &FrameIds,
+    headers: &[(&str, &str)],
+    payload_len: Option<usize>,
+    out: &mut Vec<u8>,
+) {
+    ids.put(out);
+    for (k, v) in headers {
+        put_header(k.as_bytes(), v.as_bytes(), out);
+    }
+    if let Some(n) = payload_len {
+        encode_key(8, WireType::LengthDelimited, out);
+        encode_varint(n as u64, out);
+    }
 }
 
 /// What an ack echoes of the frame that completed a message, encoded once: the fields
@@ -261,16 +380,13 @@ impl AckTemplate {
             .map(|h| h.key.len() + h.value.len() + 8)
             .sum();
         let mut bytes = Vec::with_capacity(headers + 48);
-        let varint = |tag: u32, v: u64, out: &mut Vec<u8>| {
-            encode_key(tag, WireType::Varint, out);
-            encode_varint(v, out);
-        };
-        // `Frame`'s four `required` fields are always written; prost writes an int32 as
-        // the varint of its sign extension.
-        varint(1, frame.seq_id, &mut bytes);
-        varint(2, frame.log_id, &mut bytes);
-        varint(3, frame.service as i64 as u64, &mut bytes);
-        varint(4, frame.method as i64 as u64, &mut bytes);
+        FrameIds {
+            seq_id: frame.seq_id,
+            log_id: frame.log_id,
+            service: frame.service,
+            method: frame.method,
+        }
+        .put(&mut bytes);
         let mut message_id = (0, 0);
         for h in &frame.headers {
             if h.key == header_key::BIZ_RT.as_bytes() {
@@ -482,6 +598,86 @@ mod tests {
         put_field(6, b"last", &mut good_twice);
         let v = FrameView::decode(&good_twice).unwrap();
         assert_eq!(v.payload_encoding, Some(&b"last"[..]));
+    }
+
+    /// Data frames, pings and pongs written by `encode_head` are prost's bytes, at the
+    /// length `encoded_len` promised.
+    #[test]
+    fn the_head_encoder_writes_the_frames_of_prost() {
+        for (service, method, trace, payload) in [
+            (33554678, METHOD_DATA, "trace-1", Some(&b"{\"a\":1}"[..])),
+            (-1, METHOD_DATA, "", Some(&b""[..])),
+            (0, 0, "t", Some(&[0xff, 0x00, 0x80][..])),
+            (i32::MIN, -7, "", None),
+        ] {
+            let ids = FrameIds {
+                seq_id: 7,
+                log_id: 300,
+                service,
+                method,
+            };
+            let headers = [
+                ("type", "event"),
+                ("message_id", "m1"),
+                ("", ""),
+                ("seq", ""),
+                ("trace_id", trace),
+            ];
+            let mut ours = Vec::new();
+            encode_head(&ids, &headers, payload.map(<[u8]>::len), &mut ours);
+            ours.extend_from_slice(payload.unwrap_or_default());
+            let reference = Frame {
+                seq_id: 7,
+                log_id: 300,
+                service,
+                method,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| Header {
+                        key: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                payload: payload.map(<[u8]>::to_vec),
+                ..Default::default()
+            };
+            assert_eq!(ours, reference.encode_to_vec());
+            assert_eq!(
+                ours.len(),
+                encoded_len(&ids, &headers, payload.map(<[u8]>::len))
+            );
+        }
+    }
+
+    /// A sink that keeps only some headers reads them by the same rules as the vector.
+    #[test]
+    fn a_sink_sees_every_header_in_order() {
+        #[derive(Default)]
+        struct Keys(Vec<String>);
+        impl<'a> HeaderSink<'a> for Keys {
+            fn push(&mut self, h: HeaderView<'a>) {
+                self.0
+                    .push(format!("{}={}", String::from_utf8_lossy(h.key), h.value));
+            }
+        }
+        let bytes = event_frame().encode_to_vec();
+        let all = FrameView::decode(&bytes).unwrap();
+        let keys = FrameView::decode_into(&bytes, Keys::default()).unwrap();
+        let expected: Vec<String> = all
+            .headers
+            .iter()
+            .map(|h| format!("{}={}", String::from_utf8_lossy(h.key), h.value))
+            .collect();
+        assert_eq!(keys.headers.0, expected);
+        assert_eq!(
+            (keys.seq_id, keys.payload, keys.log_id_new),
+            (all.seq_id, all.payload, all.log_id_new)
+        );
+        // The bounds hold whatever the sink.
+        let mut many = event_frame();
+        many.headers = vec![Header::default(); MAX_HEADERS + 1];
+        let bytes = many.encode_to_vec();
+        assert!(FrameView::decode_into(&bytes, Keys::default()).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod dedupe;
+pub mod dial;
 pub mod discovery;
 pub mod endpoint;
 pub mod envelope;

@@ -23,7 +23,8 @@ use tokio::sync::Semaphore;
 use super::conn_handle::{bad_frame, ConnHandle, Outbound};
 use super::view::{self, ReadFields};
 use super::{emu_debug, now_ms, AckRecord, FragmentOrder, Inner, PushOptions, State};
-use crate::core::frame::{frame_type, header_key, AckPayload, Frame, METHOD_DATA};
+use crate::core::frame::{frame_type, header_key, AckPayload, METHOD_DATA};
+use crate::core::frame_view::{self, FrameIds, FrameView};
 
 /// What the emulator remembers about one pushed event. Kept small and mostly
 /// allocation-free (shared `Arc<str>`s, the latest delivery inline): a benchmark keeps
@@ -205,8 +206,16 @@ impl AckEntry {
     }
 
     pub(crate) fn to_record(&self) -> AckRecord {
-        let headers = Frame::decode_bytes(&self.raw)
-            .map(|f| f.headers.into_iter().map(|h| (h.key, h.value)).collect())
+        let headers = FrameView::decode(&self.raw)
+            .map(|f| {
+                f.headers
+                    .iter()
+                    .map(|h| {
+                        let key = String::from_utf8_lossy(h.key).into_owned();
+                        (key, h.value.to_string())
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         AckRecord {
             message_id: self.message_id.to_string(),
@@ -265,90 +274,6 @@ pub(crate) fn extract_event_id(payload: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(payload).ok()?;
     let meta = crate::core::envelope::envelope_meta(text).ok()?;
     meta.event_id.map(|id| id.into_owned())
-}
-
-/// The exact size [`encode_data_frame`] writes: the frame is allocated at exactly this
-/// size, because `Bytes::from(Vec)` allocates a second block whenever capacity and
-/// length differ.
-fn data_frame_len(
-    seq_id: u64,
-    log_id: u64,
-    service: i32,
-    headers: &[(&str, &str)],
-    payload_len: usize,
-) -> usize {
-    use prost::encoding::encoded_len_varint as v;
-    let field = |s: &str| {
-        if s.is_empty() {
-            0
-        } else {
-            1 + v(s.len() as u64) + s.len()
-        }
-    };
-    let headers: usize = headers
-        .iter()
-        .map(|(k, val)| {
-            let inner = field(k) + field(val);
-            1 + v(inner as u64) + inner
-        })
-        .sum();
-    1 + v(seq_id)
-        + 1
-        + v(log_id)
-        + 1
-        + v(service as i64 as u64)
-        + 1
-        + v(METHOD_DATA as u64)
-        + headers
-        + 1
-        + v(payload_len as u64)
-        + payload_len
-}
-
-/// Appends one data frame up to its payload (which the caller appends next, `payload_len`
-/// bytes), byte for byte what `Frame::encode_to_vec` gives for the same content (a unit
-/// test checks it), without building a `Frame` of owned strings first: pushing is the
-/// emulator's hot path.
-fn encode_data_frame_head(
-    out: &mut Vec<u8>,
-    seq_id: u64,
-    log_id: u64,
-    service: i32,
-    headers: &[(&str, &str)],
-    payload_len: usize,
-) {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-    fn string_field_len(tag_len: usize, s: &str) -> usize {
-        // proto3-style string fields of `Header` are skipped when empty, as prost does.
-        if s.is_empty() {
-            0
-        } else {
-            tag_len + encoded_len_varint(s.len() as u64) + s.len()
-        }
-    }
-    encode_key(1, WireType::Varint, out);
-    encode_varint(seq_id, out);
-    encode_key(2, WireType::Varint, out);
-    encode_varint(log_id, out);
-    encode_key(3, WireType::Varint, out);
-    // int32 is sign-extended to 64 bits on the wire.
-    encode_varint(service as i64 as u64, out);
-    encode_key(4, WireType::Varint, out);
-    encode_varint(METHOD_DATA as u64, out);
-    for (k, v) in headers {
-        let len = string_field_len(1, k) + string_field_len(1, v);
-        encode_key(5, WireType::LengthDelimited, out);
-        encode_varint(len as u64, out);
-        for (tag, s) in [(1u32, k), (2u32, v)] {
-            if !s.is_empty() {
-                encode_key(tag, WireType::LengthDelimited, out);
-                encode_varint(s.len() as u64, out);
-                out.extend_from_slice(s.as_bytes());
-            }
-        }
-    }
-    encode_key(8, WireType::LengthDelimited, out);
-    encode_varint(payload_len as u64, out);
 }
 
 /// The frames of one delivery, in wire order, handed to `emit` one by one. The payload
@@ -420,7 +345,8 @@ pub(crate) fn emit_frames(
 }
 
 /// One data frame carrying bytes `start..end` of `payload`, in a buffer of exactly its
-/// size (no second allocation in `Bytes::from`).
+/// size (no second allocation in `Bytes::from`), by the core's encoder; the payload is
+/// written straight from its parts (`Payload::write_range`).
 #[allow(clippy::too_many_arguments)]
 fn encode_exact(
     seq_id: u64,
@@ -431,9 +357,15 @@ fn encode_exact(
     start: usize,
     end: usize,
 ) -> Bytes {
-    let len = end - start;
-    let mut out = Vec::with_capacity(data_frame_len(seq_id, log_id, service, headers, len));
-    encode_data_frame_head(&mut out, seq_id, log_id, service, headers, len);
+    let ids = FrameIds {
+        seq_id,
+        log_id,
+        service,
+        method: METHOD_DATA,
+    };
+    let len = Some(end - start);
+    let mut out = Vec::with_capacity(frame_view::encoded_len(&ids, headers, len));
+    frame_view::encode_head(&ids, headers, len, &mut out);
     payload.write_range(start, end, &mut out);
     debug_assert_eq!(out.len(), out.capacity());
     Bytes::from(out)
@@ -1185,48 +1117,7 @@ pub(crate) async fn push_many(inner: &Arc<Inner>, opts: PushManyOptions) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::frame::Header;
-    use prost::Message as _;
-
-    #[test]
-    fn the_hand_encoder_matches_the_codec() {
-        for (service, trace, payload) in [
-            (33554678, "trace-1", &b"{\"a\":1}"[..]),
-            (-1, "", &b""[..]),
-            (0, "t", &[0xff, 0x00, 0x80][..]),
-        ] {
-            let headers = [
-                ("type", "event"),
-                ("message_id", "m1"),
-                ("sum", "1"),
-                ("seq", "0"),
-                ("trace_id", trace),
-            ];
-            let mut ours = Vec::new();
-            encode_data_frame_head(&mut ours, 7, 300, service, &headers, payload.len());
-            ours.extend_from_slice(payload);
-            let reference = Frame {
-                seq_id: 7,
-                log_id: 300,
-                service,
-                method: METHOD_DATA,
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| Header {
-                        key: k.to_string(),
-                        value: v.to_string(),
-                    })
-                    .collect(),
-                payload: Some(payload.to_vec()),
-                ..Default::default()
-            };
-            assert_eq!(ours, reference.encode_to_vec());
-            assert_eq!(
-                ours.len(),
-                data_frame_len(7, 300, service, &headers, payload.len())
-            );
-        }
-    }
+    use crate::core::frame::Frame;
 
     fn reassemble(frames: &[Bytes]) -> (Vec<u8>, Vec<usize>) {
         let decoded: Vec<Frame> = frames

@@ -27,10 +27,12 @@ mod tls;
 mod view;
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustc_hash::FxHasher;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -374,40 +376,41 @@ pub(crate) struct Inner {
 
 /// The hasher of the event table: message ids are generated here or chosen by tests, so
 /// SipHash's protection against crafted keys buys nothing, and it was a visible cost at
-/// 100 000 lookups per second. FxHash-style mixing per 8 bytes, then a murmur3
-/// finaliser so that keys differing only in their last characters still spread over
-/// the low bits the table indexes by.
+/// 100 000 lookups per second. Any id is hashed by rustc-hash's FxHasher, the crate's one
+/// hasher (src/core/seqmap.rs), with one emulator-specific exception that stays here
+/// because a measurement asked for it (bench/NOTES.md, "Emulator push path"):
 ///
 /// Generated message ids (`om_emu` + 8 + 16 hex digits, see `delivery::new_message_id`)
-/// are the exception: their low bits are the id's counter itself, so consecutive events
-/// take consecutive slots. The table holds a benchmark's whole history (hundreds of
-/// thousands of 270-byte entries), and with scattered slots every insert and every ack
-/// lookup was a cache miss (a profile put 20 % of the emulator's CPU on the two loads);
-/// with counter-ordered slots the events in flight sit in a few kilobytes that stay in
-/// cache. The top 7 bits (hashbrown's per-slot tag) are still mixed, so a probe compares
-/// keys only on a real candidate.
+/// hash to their counter in the low bits, so consecutive events take consecutive slots.
+/// The table holds a benchmark's whole history (hundreds of thousands of 270-byte
+/// entries), and with scattered slots every insert and every ack lookup was a cache miss
+/// (a profile put 20 % of the emulator's CPU on the two loads); with counter-ordered
+/// slots the events in flight sit in a few kilobytes that stay in cache. The top 7 bits
+/// (hashbrown's per-slot tag) are still mixed, so a probe compares keys only on a real
+/// candidate. None of this is in the transport's code path.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher;
 
 impl std::hash::BuildHasher for IdHasher {
-    type Hasher = FxMix;
-    fn build_hasher(&self) -> FxMix {
-        FxMix::Fresh
+    type Hasher = IdHash;
+    fn build_hasher(&self) -> IdHash {
+        IdHash::Fresh
     }
 }
 
-pub(crate) enum FxMix {
+pub(crate) enum IdHash {
     /// Nothing written yet.
     Fresh,
     /// Exactly one generated message id written: the finished hash.
     Sequential(u64),
-    /// Anything else: the running FxHash state.
-    Mixed(u64),
+    /// Anything else.
+    Mixed(FxHasher),
 }
 
-const FX_K: u64 = 0x517c_c1b7_2722_0a95;
-
-/// The murmur3 64-bit finaliser.
+/// The murmur3 64-bit finaliser, for the tag bits of a generated id: every bit of the
+/// counter reaches the top 7 (FxHash's one multiply leaves them nearly equal for
+/// consecutive counters; `generated_ids_take_consecutive_slots_with_mixed_tags` fails
+/// with it).
 fn fmix64(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -434,57 +437,50 @@ pub(crate) fn generated_id_counter(id: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-impl FxMix {
-    fn mix(h: u64, bytes: &[u8]) -> u64 {
-        let mut h = h;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(FX_K);
+impl IdHash {
+    /// The FxHasher to write into (a generated id followed by more writes goes on from
+    /// its hash).
+    fn mixed(&mut self) -> &mut FxHasher {
+        if !matches!(self, IdHash::Mixed(_)) {
+            let mut fx = FxHasher::default();
+            if let IdHash::Sequential(h) = *self {
+                fx.write_u64(h);
+            }
+            *self = IdHash::Mixed(fx);
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(FX_K);
-        }
-        h
-    }
-
-    fn running(&self) -> u64 {
-        match *self {
-            FxMix::Fresh => 0,
-            FxMix::Sequential(h) | FxMix::Mixed(h) => h,
+        match self {
+            IdHash::Mixed(fx) => fx,
+            _ => unreachable!("set just above"),
         }
     }
 }
 
-impl std::hash::Hasher for FxMix {
+impl Hasher for IdHash {
     fn write(&mut self, bytes: &[u8]) {
-        if let FxMix::Fresh = self {
+        if let IdHash::Fresh = self {
             if let Some(n) = generated_id_counter(bytes) {
                 const LOW: u64 = (1 << 57) - 1;
-                *self = FxMix::Sequential((n & LOW) | (fmix64(n) & !LOW));
+                let tag = fmix64(n);
+                *self = IdHash::Sequential((n & LOW) | (tag & !LOW));
                 return;
             }
         }
-        *self = FxMix::Mixed(FxMix::mix(self.running(), bytes));
+        self.mixed().write(bytes);
     }
 
     fn write_u8(&mut self, i: u8) {
         // `str`'s Hash writes its bytes and then 0xff: that keeps a generated id's hash.
-        if i == 0xff && matches!(self, FxMix::Sequential(_)) {
+        if i == 0xff && matches!(self, IdHash::Sequential(_)) {
             return;
         }
-        *self = FxMix::Mixed((self.running().rotate_left(5) ^ u64::from(i)).wrapping_mul(FX_K));
+        self.mixed().write_u8(i);
     }
 
     fn finish(&self) -> u64 {
-        match *self {
-            FxMix::Sequential(h) => h,
-            FxMix::Fresh => fmix64(0),
-            FxMix::Mixed(h) => fmix64(h),
+        match self {
+            IdHash::Sequential(h) => *h,
+            IdHash::Fresh => FxHasher::default().finish(),
+            IdHash::Mixed(fx) => fx.finish(),
         }
     }
 }
