@@ -10,6 +10,10 @@
 //   node bench/run.mjs --no-write      # print only
 //   node bench/run.mjs --only 1,3      # some scenarios only (never writes)
 //   node bench/run.mjs --rounds 5      # more rounds
+//   node bench/run.mjs --store sqlite  # the native client's dedupe.store: memory (default),
+//                                      # sqlite (a fresh file per client) or a redis:// URL;
+//                                      # composes with --only (never writes)
+//   node bench/run.mjs --native-only   # skip the official client
 //
 // It exits non-zero if a client failed to deliver every event or a step timed out.
 // Targets are reported (PASS/MISS), never asserted.
@@ -28,17 +32,19 @@ const { values: argv } = parseArgs({
     'no-write': { type: 'boolean', default: false },
     only: { type: 'string' },
     rounds: { type: 'string' },
+    store: { type: 'string', default: 'memory' },
+    'native-only': { type: 'boolean', default: false },
   },
 })
 const quick = argv.quick
 const only = argv.only ? new Set(argv.only.split(',').map(Number)) : null
-const write = !argv['no-write'] && !only
+const write = !argv['no-write'] && !only && argv.store === 'memory' && !argv['native-only']
 
 /** The native transport's reconnect policy in the recovery scenario (and everywhere). */
 const INITIAL_DELAY_MS = 100
 /** The ClientConfig of the recovery scenario: the official SDK waits random(0..nonce) s. */
 const RECOVERY_CLIENT_CONFIG = { reconnectNonce: 1, reconnectInterval: 1 }
-const KINDS = ['official', 'native']
+const KINDS = argv['native-only'] ? ['native'] : ['official', 'native']
 
 const FULL = {
   rounds: 3,
@@ -114,6 +120,7 @@ async function spawnClient(kind, domain, apps, transports = 1) {
     '--apps', apps.map((a) => `${a.appId}:${a.appSecret}`).join(','),
     '--transports', String(transports),
     '--initial-delay-ms', String(INITIAL_DELAY_MS),
+    '--store', argv.store === 'sqlite' ? `sqlite:${path.join(os.tmpdir(), `feishu-bench-${process.pid}-${Date.now()}.db`)}` : argv.store,
   ]
   const c = rpc(fork(path.join(here, 'client.mjs'), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), `${kind} client`)
   const r = await withTimeout(Promise.race([c.ready, c.exited.then((code) => { throw new Error(`${kind} client exited early (code ${code})`) })]), 60_000, `${kind} client start`)

@@ -16,12 +16,13 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::ack::{ack_payload, settle_dedupe, Answer, InFlight, Pending, ReadyAck, Settled};
+use super::ack::{settle_dedupe, Answer, InFlight, Pending, ReadyAck, Settled};
 use super::config::TransportConfig;
 use super::dedupe::{Begin, Dedupe, DedupeGuard, WaitHandle};
+use super::durable::{call_handler, DurableEvent, DurableStore};
 use super::endpoint::{Endpoint, ServerConfig};
 use super::error::{ErrorCode, TransportError};
-use super::events::{envelope_meta, EventHandler, InboundEvent, OwnedEvent, Reply, REPLY_DROPPED};
+use super::events::{envelope_meta, EventHandler, InboundEvent, OwnedEvent, Reply};
 use super::fragments::Assembler;
 use super::frame::{frame_type, header_key, AckPayload, Frame, METHOD_CONTROL, METHOD_DATA};
 use super::frame_view::{AckTemplate, FrameView, Headers};
@@ -175,6 +176,8 @@ pub struct SessionContext<'a> {
     pub status: &'a Arc<StatusStore>,
     pub handler: &'a Arc<dyn EventHandler>,
     pub dedupe: Option<&'a Arc<Dedupe<AckPayload>>>,
+    /// The durable dedupe store behind `dedupe` (`dedupe.store`), when not `memory`.
+    pub store: Option<&'a Arc<DurableStore>>,
     pub log: &'a Log,
     /// The server config as known so far; pongs update it.
     pub server: &'a mut ServerConfig,
@@ -821,7 +824,27 @@ impl Session<'_> {
                     });
                     return None;
                 }
-                Begin::Run(g) => guard = Some(g),
+                Begin::Run(g) => match self.ctx.store {
+                    None => guard = Some(g),
+                    // Owned here: the store decides, off this task (durable.rs).
+                    Some(store) => {
+                        let event_type = self.event_types.get(event.event_type);
+                        self.track(token, ack, None, started, event_type);
+                        DurableEvent {
+                            store: store.clone(),
+                            guard: g,
+                            event: event.to_owned(),
+                            handler: self.ctx.handler.clone(),
+                            status: self.ctx.status.clone(),
+                            log: self.ctx.log.clone(),
+                            timeout: self.ctx.cfg.handler_timeout,
+                            tx: self.inflight.tx.clone(),
+                            token,
+                        }
+                        .spawn();
+                        return None;
+                    }
+                },
             }
         }
         let event_type = self.event_types.get(event.event_type);
@@ -884,24 +907,8 @@ async fn await_first_delivery(
             }
             Begin::Wait(next) => wait = next,
             Begin::Run(guard) => {
-                let (reply, rx) = Reply::oneshot();
-                let (message_id, event_type) = (event.message_id.clone(), event.event_type.clone());
-                handler.handle(event.as_event(), reply);
-                // Bounded like the session's own handlers, so a hung handler cannot hold
-                // the dedupe claim for ever (the session acks this delivery 500 itself).
-                let answered = match timeout {
-                    Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| t),
-                    None => Ok(rx.await),
-                };
-                let result = match answered {
-                    Ok(r) => r.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string())),
-                    Err(t) => Err(format!(
-                        "the handler did not settle within {} ms (handlerTimeoutMs)",
-                        t.as_millis()
-                    )),
-                };
                 // Concluded here, since the session's entry for this delivery owns no guard.
-                let payload = ack_payload(result, || &message_id, event_type.as_deref(), log);
+                let payload = call_handler(handler, event, timeout, log).await;
                 settle_dedupe(Some(guard), &payload, Instant::now());
                 return Answer::Known(payload);
             }
