@@ -180,17 +180,18 @@ for (const how of ['exits', 'is killed with SIGKILL right after its ack']) {
 test('SQLite, lease: the claim of a holder that died mid-handler is taken over once its lease has run out', async () => {
   const emulator = await FeishuEmulator.start()
   const store = `sqlite:${dbPath()}`
-  // handlerTimeoutMs 1000: the lease is 1000 + 5000 ms.
-  const lease = 6000
+  // handlerTimeoutMs 2000: the lease is 2000 + 5000 ms (and B's 1 s wait on a live claim
+  // ends before its own handler timeout).
+  const lease = 7000
   try {
-    const a = bot(emulator, 'A', store, { hang: true, handlerTimeoutMs: 1000 })
+    const a = bot(emulator, 'A', store, { hang: true, handlerTimeoutMs: 2000 })
     await connect(emulator, a)
     emulator.pushEvent(payload('ev-lease'))
     await waitFor(() => a.handled() === 1, { what: 'A handling' })
     const claimedAt = Date.now()
     await a.kill9()
 
-    const b = bot(emulator, 'B', store, { handlerTimeoutMs: 1000 })
+    const b = bot(emulator, 'B', store, { handlerTimeoutMs: 2000 })
     await connect(emulator, b)
     // Within the lease: not handled twice; acked 500 so Feishu re-delivers later.
     const early = emulator.pushEvent(payload('ev-lease'))
@@ -297,10 +298,16 @@ test('a Redis password never appears in logs, errors or status', async () => {
   const logs = []
   const a = await startPair({
     transport: { dedupe: { store: `redis://bot:${secret}@127.0.0.1:${port}/0` }, logLevel: 'debug', logger: (level, message) => logs.push(message) },
+    // A handler failure is logged with its message: the password in it must be hidden,
+    // which proves it was learned as a secret.
+    onEvent: (e) => { if (e.eventId === 'ev-pw-fail') throw new Error(`auth with ${secret} refused`) },
   })
   try {
     const m = a.emulator.pushEvent(payload('ev-pw'))
     assert.equal((await a.emulator.waitForAck(m, { timeoutMs: 15_000 })).code, 200)
+    const f = a.emulator.pushEvent(payload('ev-pw-fail'))
+    assert.equal((await a.emulator.waitForAck(f, { timeoutMs: 15_000 })).code, 500)
+    await waitFor(() => logs.some((l) => /auth with/.test(l)), { what: 'the handler failure log line' })
     await waitFor(() => logs.some((l) => /unreachable/.test(l)), { what: 'the outage log line' })
     const seen = JSON.stringify({ logs, status: a.transport.status() })
     assert.ok(!seen.includes(secret), seen)

@@ -540,7 +540,12 @@ if (write && !failed) {
   md.push(...roundLines)
   md.push('```')
   md.push('')
-  writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n'))
+  // Sections recorded by hand from other runs (the dedupe stores: `--store`) follow a
+  // marker and are kept across full runs.
+  const KEPT = '<!-- kept across runs -->'
+  const previous = readFileSync(path.join(here, 'RESULTS.md'), 'utf8')
+  const kept = previous.includes(KEPT) ? `\n\n${previous.slice(previous.indexOf(KEPT))}` : ''
+  writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n') + kept)
   writeFileSync(path.join(here, 'ratios.svg'), svgChart([...Object.entries(tables)].map(([n, rows]) => [n, rows]), meta))
   console.log('wrote bench/RESULTS.md and bench/ratios.svg')
 }

@@ -810,16 +810,16 @@ impl Session<'_> {
                     self.track(token, ack, None, started, event_type);
                     let event = event.to_owned();
                     let tx = self.inflight.tx.clone();
-                    let handler = self.ctx.handler.clone();
-                    let status = self.ctx.status.clone();
-                    let dedupe = d.clone();
-                    let log = self.ctx.log.clone();
-                    let timeout = self.ctx.cfg.handler_timeout;
+                    let takeover = Takeover {
+                        dedupe: d.clone(),
+                        handler: self.ctx.handler.clone(),
+                        status: self.ctx.status.clone(),
+                        log: self.ctx.log.clone(),
+                        timeout: self.ctx.cfg.handler_timeout,
+                        store: self.ctx.store.cloned(),
+                    };
                     tokio::spawn(async move {
-                        let answer = await_first_delivery(
-                            h, event, &dedupe, &handler, &status, &log, timeout,
-                        )
-                        .await;
+                        let answer = await_first_delivery(h, event, takeover).await;
                         let _ = tx.send(Settled::One(token, answer));
                     });
                     return None;
@@ -838,10 +838,8 @@ impl Session<'_> {
                             status: self.ctx.status.clone(),
                             log: self.ctx.log.clone(),
                             timeout: self.ctx.cfg.handler_timeout,
-                            tx: self.inflight.tx.clone(),
-                            token,
                         }
-                        .spawn();
+                        .spawn(self.inflight.tx.clone(), token);
                         return None;
                     }
                 },
@@ -883,36 +881,58 @@ impl Session<'_> {
     }
 }
 
+/// What a re-delivery that waits on the first one needs to take over from it.
+struct Takeover {
+    dedupe: Arc<Dedupe<AckPayload>>,
+    handler: Arc<dyn EventHandler>,
+    status: Arc<StatusStore>,
+    log: Log,
+    timeout: Option<Duration>,
+    /// With a durable store, taking over goes through it like a first delivery: another
+    /// process may hold the event, or have handled it meanwhile.
+    store: Option<Arc<DurableStore>>,
+}
+
 /// A re-delivery of an event still in flight: waits for the first delivery's outcome; if
 /// that failed, this delivery may run the handler itself.
 async fn await_first_delivery(
     mut wait: WaitHandle<AckPayload>,
     event: OwnedEvent,
-    dedupe: &Arc<Dedupe<AckPayload>>,
-    handler: &Arc<dyn EventHandler>,
-    status: &Arc<StatusStore>,
-    log: &Log,
-    timeout: Option<Duration>,
+    t: Takeover,
 ) -> Answer {
     loop {
         if let Some(v) = wait.wait().await {
-            Counters::bump(&status.counters.duplicates);
+            Counters::bump(&t.status.counters.duplicates);
             return Answer::Known(v);
         }
         let key = event.event_id.clone().unwrap_or_default();
-        match dedupe.begin(&key, Instant::now()) {
+        let guard = match t.dedupe.begin(&key, Instant::now()) {
             Begin::Done(v) => {
-                Counters::bump(&status.counters.duplicates);
+                Counters::bump(&t.status.counters.duplicates);
                 return Answer::Known(v);
             }
-            Begin::Wait(next) => wait = next,
-            Begin::Run(guard) => {
-                // Concluded here, since the session's entry for this delivery owns no guard.
-                let payload = call_handler(handler, event, timeout, log).await;
-                settle_dedupe(Some(guard), &payload, Instant::now());
-                return Answer::Known(payload);
+            Begin::Wait(next) => {
+                wait = next;
+                continue;
             }
-        }
+            Begin::Run(guard) => guard,
+        };
+        let Some(store) = t.store else {
+            // Concluded here, since the session's entry for this delivery owns no guard.
+            let payload = call_handler(&t.handler, event, t.timeout, &t.log).await;
+            settle_dedupe(Some(guard), &payload, Instant::now());
+            return Answer::Known(payload);
+        };
+        let durable = DurableEvent {
+            store,
+            guard,
+            event,
+            handler: t.handler,
+            status: t.status,
+            log: t.log,
+            timeout: t.timeout,
+        };
+        return durable.run().await;
     }
 }
 

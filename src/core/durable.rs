@@ -161,22 +161,20 @@ pub(crate) struct DurableEvent {
     pub status: Arc<StatusStore>,
     pub log: Log,
     pub timeout: Option<Duration>,
-    /// Where the answer goes, under `token`: the session acks it.
-    pub tx: ReplySender,
-    pub token: u64,
 }
 
 impl DurableEvent {
-    /// Handles the event in a task of its own; the session acks the answer.
-    pub(crate) fn spawn(self) {
+    /// Handles the event in a task of its own; the answer goes to `tx` under `token`,
+    /// and the session acks it.
+    pub(crate) fn spawn(self, tx: ReplySender, token: u64) {
         tokio::spawn(async move {
-            let (tx, token) = (self.tx.clone(), self.token);
             let answer = self.run().await;
             let _ = tx.send(Settled::One(token, answer));
         });
     }
 
-    async fn run(self) -> Answer {
+    /// Claims, handles and settles the event; the answer its ack carries.
+    pub(crate) async fn run(self) -> Answer {
         let DurableEvent {
             store,
             guard,
@@ -185,7 +183,6 @@ impl DurableEvent {
             status,
             log,
             timeout,
-            ..
         } = self;
         let key = event.event_id.clone().unwrap_or_default();
         let owner = format!(
