@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::error::TransportError;
@@ -54,6 +54,8 @@ pub struct SqliteStore {
 /// Requests answered by one transaction at most: bounds how long the first of them
 /// waits for the last.
 const MAX_BATCH: usize = 512;
+/// How long the thread waits for more requests after the first of a batch.
+const LINGER: Duration = Duration::from_micros(300);
 /// How often expired rows are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long a write waits for another process's transaction on the same file.
@@ -122,13 +124,57 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The statements of the store thread, prepared once for its life (rusqlite's own
+/// statement cache would bring in a hasher under a license the project has not taken).
+struct Statements<'c> {
+    read: rusqlite::Statement<'c>,
+    write: rusqlite::Statement<'c>,
+    release: rusqlite::Statement<'c>,
+    sweep: rusqlite::Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Statements {
+            read: conn.prepare(
+                "SELECT value FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND expires_at > ?3",
+            )?,
+            write: conn.prepare(
+                "INSERT OR REPLACE INTO feishu_transport_dedupe (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?,
+            release: conn.prepare(
+                "DELETE FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
+            )?,
+            // Every app's expired rows: the file may be shared by several bots.
+            sweep: conn.prepare("DELETE FROM feishu_transport_dedupe WHERE expires_at <= ?1")?,
+        })
+    }
+}
+
 /// The store thread: answers queued requests in batches until every handle is gone.
-fn serve(mut conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
+fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
+    let mut stmts = match Statements::prepare(&conn) {
+        Ok(s) => s,
+        Err(e) => {
+            // The schema was made by `connect`; failing here means the file changed
+            // under us. Every request is answered with the error.
+            let why = format!("SQLite: {e}");
+            while let Ok(job) = jobs.recv() {
+                let _ = job.reply.send(Err(why.clone()));
+            }
+            return;
+        }
+    };
     let mut last_sweep = Instant::now();
     while let Ok(first) = jobs.recv() {
+        // Requests come one per event from many tasks: waiting a moment for the ones
+        // right behind the first lets one commit serve a burst (a commit per request
+        // was the store's main cost), for at most `LINGER` of latency.
         let mut batch = vec![first];
+        let until = Instant::now() + LINGER;
         while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
+            let left = until.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(left) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
@@ -137,13 +183,22 @@ fn serve(mut conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
         if sweep {
             last_sweep = Instant::now();
         }
-        match apply(&mut conn, app_id, &batch, sweep) {
+        // One immediate transaction (the write lock taken up front, so two processes
+        // never both read a key as free and both claim it), rolled back on any error.
+        let applied = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| apply(&mut stmts, app_id, &batch, sweep))
+            .and_then(|answers| conn.execute_batch("COMMIT").map(|()| answers));
+        match applied {
             Ok(answers) => {
                 for (job, answer) in batch.into_iter().zip(answers) {
                     let _ = job.reply.send(Ok(answer));
                 }
             }
             Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
                 let why = format!("SQLite: {e}");
                 for job in batch {
                     let _ = job.reply.send(Err(why.clone()));
@@ -153,66 +208,53 @@ fn serve(mut conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Applies `batch` in one immediate transaction (the write lock taken up front, so two
-/// processes never both read a key as free and both claim it).
+/// Applies `batch` inside the caller's transaction.
 fn apply(
-    conn: &mut Connection,
+    stmts: &mut Statements<'_>,
     app_id: &str,
     batch: &[Job],
     sweep: bool,
 ) -> rusqlite::Result<Vec<Option<Claim>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = super::status::now_ms() as i64;
     let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut answers = Vec::with_capacity(batch.len());
-    {
-        let mut read = tx.prepare(
-            "SELECT value FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND expires_at > ?3",
-        )?;
-        let mut write = tx.prepare(
-            "INSERT OR REPLACE INTO feishu_transport_dedupe (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut release = tx.prepare(
-            "DELETE FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
-        )?;
-        for job in batch {
-            answers.push(match &job.op {
-                Op::Claim { key, owner, lease } => {
-                    let live: Option<Vec<u8>> = read
-                        .query_row(params![app_id, key, now], |r| r.get(0))
-                        .optional()?;
-                    match live {
-                        Some(value) => Some(decode(&value)),
-                        None => {
-                            write.execute(params![
-                                app_id,
-                                key,
-                                claim_value(owner),
-                                now.saturating_add(ms(lease))
-                            ])?;
-                            Some(Claim::Owned)
-                        }
+    for job in batch {
+        answers.push(match &job.op {
+            Op::Claim { key, owner, lease } => {
+                let live: Option<Vec<u8>> = stmts
+                    .read
+                    .query_row(params![app_id, key, now], |r| r.get(0))
+                    .optional()?;
+                match live {
+                    Some(value) => Some(decode(&value)),
+                    None => {
+                        stmts.write.execute(params![
+                            app_id,
+                            key,
+                            claim_value(owner),
+                            now.saturating_add(ms(lease))
+                        ])?;
+                        Some(Claim::Owned)
                     }
                 }
-                Op::Complete { key, value, ttl } => {
-                    write.execute(params![app_id, key, value, now.saturating_add(ms(ttl))])?;
-                    None
-                }
-                Op::Release { key, owner } => {
-                    release.execute(params![app_id, key, claim_value(owner)])?;
-                    None
-                }
-            });
-        }
+            }
+            Op::Complete { key, value, ttl } => {
+                stmts
+                    .write
+                    .execute(params![app_id, key, value, now.saturating_add(ms(ttl))])?;
+                None
+            }
+            Op::Release { key, owner } => {
+                stmts
+                    .release
+                    .execute(params![app_id, key, claim_value(owner)])?;
+                None
+            }
+        });
     }
     if sweep {
-        // Every app's expired rows: the file may be shared by several bots.
-        tx.execute(
-            "DELETE FROM feishu_transport_dedupe WHERE expires_at <= ?1",
-            params![now],
-        )?;
+        stmts.sweep.execute(params![now])?;
     }
-    tx.commit()?;
     Ok(answers)
 }
 
