@@ -71,8 +71,25 @@ export interface TlsOptions {
 export interface DedupeOptions {
   /** How long a handled event's result is remembered. Default 43200000 (12 h, past Feishu's re-push schedule). */
   ttlMs?: number
-  /** At most this many remembered events. Default 10000. */
+  /** At most this many remembered events (in this process's memory). Default 10000. */
   maxEntries?: number
+  /**
+   * Where claims and results are also kept, beyond this process's memory (README,
+   * Reliability, has the semantics and the windows that can still handle twice):
+   * - `'memory'` (default): this process only, forgotten on restart;
+   * - `'sqlite:<path>'`: a SQLite file (created if missing, WAL), shared by the processes
+   *   of one host and kept across restarts. Opened by the constructor: a file that is not
+   *   a SQLite database throws INVALID_CONFIG naming it;
+   * - `'redis://[user:password@]host[:port][/db]'` or `'rediss://…'` (TLS, rustls): a
+   *   Redis or Valkey server shared by every process and host of the bot. Connected on
+   *   first use; an unreachable server never stops events (see `status().store`). The
+   *   password is hidden in every log line and error.
+   *
+   * Keys are namespaced by appId and expire after `ttlMs`; a claim lives
+   * `handlerTimeoutMs` + 5 s (5 min + 5 s when the timeout is off). Anything else throws
+   * INVALID_CONFIG naming the accepted forms.
+   */
+  store?: string
 }
 
 /** What the `discover` option receives: the discovery request the native path would send. */
@@ -293,9 +310,17 @@ export interface TransportStatus {
     droppedFrames: number
     /** Handlers given up on after `handlerTimeoutMs` (each acked 500). */
     handlerTimeouts: number
+    /** Calls to the `dedupe.store` (SQLite or Redis) that failed; each such event was handled without it. */
+    storeErrors: number
   }
   /** Each connection, by index (one entry with the default `connections: 1`). */
   connections: ConnectionStatus[]
+  /**
+   * The dedupe store: `kind` as `dedupe.store` names it (`'memory'`, `'sqlite'`,
+   * `'redis'`); `healthy` is false from a failed store call until the next one works
+   * (events are handled meanwhile, without cross-process dedupe). Always true for memory.
+   */
+  store: { kind: 'memory' | 'sqlite' | 'redis'; healthy: boolean }
 }
 
 /** Feishu's long connection, owned by Rust from discovery to reconnect. */

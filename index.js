@@ -78,7 +78,7 @@ const NESTED_KEYS = {
   tls: ['caPem', 'systemRoots'],
   reconnect: ['initialDelayMs', 'maxDelayMs', 'multiplier', 'jitter', 'maxAttempts'],
   timeouts: ['discoveryMs', 'handshakeMs', 'pongMs', 'closeMs'],
-  dedupe: ['ttlMs', 'maxEntries'],
+  dedupe: ['ttlMs', 'maxEntries', 'store'],
 }
 const CLOSE_KEYS = ['force', 'drainMs']
 
@@ -274,6 +274,9 @@ function checkOptions(options, reading) {
     const d = readKeys(objectOption(o.dedupe, 'dedupe', 'false or an object'), NESTED_KEYS.dedupe, 'dedupe', reading)
     n.dedupeTtlMs = ms(d, 'ttlMs', 'dedupe.ttlMs', { min: 1 })
     n.dedupeMaxEntries = count(d, 'maxEntries', 'dedupe.maxEntries')
+    // The form is checked natively (core/store.rs), which names the accepted ones.
+    if (d.store !== undefined && typeof d.store !== 'string') throw invalid(`dedupe.store must be a string ('memory', 'sqlite:<path>', 'redis://…' or 'rediss://…'), got ${typeof d.store}`)
+    n.dedupeStore = d.store
     o.dedupe = d
   }
   // 0 and Infinity both mean "no handler timeout"; the native side knows only 0.

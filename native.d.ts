@@ -472,6 +472,7 @@ export interface NativeTransportOptions {
   dedupe?: boolean
   dedupeTtlMs?: number
   dedupeMaxEntries?: number
+  dedupeStore?: string
   logLevel?: string
   /**
    * `'env'` (`proxy: undefined`, the default), `'none'` (`proxy: null`) or `'url'`

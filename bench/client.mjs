@@ -33,6 +33,8 @@ const { values: args } = parseArgs({
     apps: { type: 'string' },
     transports: { type: 'string', default: '1' },
     'initial-delay-ms': { type: 'string', default: '100' },
+    // The native client's dedupe.store (bench/run.mjs --store).
+    store: { type: 'string', default: 'memory' },
   },
 })
 
@@ -89,6 +91,7 @@ async function startNative() {
       domain: args.domain,
       logLevel: 'error',
       reconnect: { initialDelayMs: Number(args['initial-delay-ms']) },
+      dedupe: { store: args.store },
       onEvent: async () => { handled++ },
       onReady,
     })

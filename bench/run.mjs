@@ -10,6 +10,10 @@
 //   node bench/run.mjs --no-write      # print only
 //   node bench/run.mjs --only 1,3      # some scenarios only (never writes)
 //   node bench/run.mjs --rounds 5      # more rounds
+//   node bench/run.mjs --store sqlite  # the native client's dedupe.store: memory (default),
+//                                      # sqlite (a fresh file per client) or a redis:// URL;
+//                                      # composes with --only (never writes)
+//   node bench/run.mjs --native-only   # skip the official client
 //
 // Scenarios 7 and 8 (steady rates) add a third client, `raw`: examples/raw_client.rs, a
 // Rust client with no JavaScript that acks each event the moment it reads it (the floor).
@@ -34,18 +38,20 @@ const { values: argv } = parseArgs({
     'no-write': { type: 'boolean', default: false },
     only: { type: 'string' },
     rounds: { type: 'string' },
+    store: { type: 'string', default: 'memory' },
+    'native-only': { type: 'boolean', default: false },
   },
 })
 const quick = argv.quick
 const only = argv.only ? new Set(argv.only.split(',').map(Number)) : null
-const write = !argv['no-write'] && !only
+const write = !argv['no-write'] && !only && argv.store === 'memory' && !argv['native-only']
 
 /** The native transport's reconnect policy in the recovery scenario (and everywhere). */
 const INITIAL_DELAY_MS = 100
 /** The ClientConfig of the recovery scenario: the official SDK waits random(0..nonce) s. */
 const RECOVERY_CLIENT_CONFIG = { reconnectNonce: 1, reconnectInterval: 1 }
-const KINDS = ['official', 'native']
-const STEADY_KINDS = ['official', 'native', 'raw']
+const KINDS = argv['native-only'] ? ['native'] : ['official', 'native']
+const STEADY_KINDS = argv['native-only'] ? ['native', 'raw'] : ['official', 'native', 'raw']
 
 const FULL = {
   rounds: 3,
@@ -128,6 +134,7 @@ async function spawnClient(kind, domain, apps, transports = 1) {
     '--apps', apps.map((a) => `${a.appId}:${a.appSecret}`).join(','),
     '--transports', String(transports),
     '--initial-delay-ms', String(INITIAL_DELAY_MS),
+    '--store', argv.store === 'sqlite' ? `sqlite:${path.join(os.tmpdir(), `feishu-bench-${process.pid}-${Date.now()}.db`)}` : argv.store,
   ]
   const c = rpc(fork(path.join(here, 'client.mjs'), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), `${kind} client`)
   const r = await withTimeout(Promise.race([c.ready, c.exited.then((code) => { throw new Error(`${kind} client exited early (code ${code})`) })]), 60_000, `${kind} client start`)
@@ -591,7 +598,12 @@ if (write && !failed) {
   md.push(...roundLines)
   md.push('```')
   md.push('')
-  writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n'))
+  // Sections recorded by hand from other runs (the dedupe stores: `--store`) follow a
+  // marker and are kept across full runs.
+  const KEPT = '<!-- kept across runs -->'
+  const previous = readFileSync(path.join(here, 'RESULTS.md'), 'utf8')
+  const kept = previous.includes(KEPT) ? `\n\n${previous.slice(previous.indexOf(KEPT))}` : ''
+  writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n') + kept)
   writeFileSync(path.join(here, 'ratios.svg'), svgChart([...Object.entries(tables)].map(([n, rows]) => [n, rows]), meta))
   console.log('wrote bench/RESULTS.md and bench/ratios.svg')
 }

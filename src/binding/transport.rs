@@ -26,6 +26,7 @@ use crate::core::frame_view::decimal;
 use crate::core::proxy::{ProxyMode, ProxyUrl};
 use crate::core::seqmap::SeqMap;
 use crate::core::status::StatusSnapshot;
+use crate::core::store::StoreSpec;
 use crate::core::supervisor::Transport;
 
 /// The internal event callback as Rust sees it: weak (it never keeps Node alive by
@@ -63,6 +64,7 @@ pub struct NativeTransportOptions {
     pub dedupe: Option<bool>,
     pub dedupe_ttl_ms: Option<f64>,
     pub dedupe_max_entries: Option<f64>,
+    pub dedupe_store: Option<String>,
     pub log_level: Option<String>,
     /// `'env'` (`proxy: undefined`, the default), `'none'` (`proxy: null`) or `'url'`
     /// (`proxy` holds the URL). Set by `index.js`, which sees undefined and null apart.
@@ -173,6 +175,9 @@ pub fn config_from_options(
         }
         if let Some(n) = count("dedupe.maxEntries", o.dedupe_max_entries, 1.0)? {
             d.max_entries = n as usize;
+        }
+        if let Some(store) = &o.dedupe_store {
+            d.store = StoreSpec::parse(store)?;
         }
         cfg.dedupe = Some(d);
     }

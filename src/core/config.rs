@@ -146,6 +146,8 @@ impl TransportConfig {
     pub fn secrets(&self) -> Vec<String> {
         let mut s = vec![self.app_secret.clone()];
         s.extend(self.proxy.secrets());
+        // The Redis password of `dedupe.store`, learned like the proxy's.
+        s.extend(self.dedupe.iter().flat_map(|d| d.store.secrets()));
         s
     }
 

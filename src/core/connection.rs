@@ -15,12 +15,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::ack::{ack_payload, settle_dedupe, Answer, InFlight, Pending, ReadyAck, Settled};
+use super::ack::{settle_dedupe, Answer, InFlight, Pending, ReadyAck, Settled};
 use super::config::TransportConfig;
 use super::dedupe::{Begin, Dedupe, DedupeGuard, WaitHandle};
+use super::durable::{call_handler, DurableEvent, DurableStore};
 use super::endpoint::{Endpoint, ServerConfig};
 use super::error::{ErrorCode, TransportError};
-use super::events::{envelope_meta, EventHandler, InboundEvent, OwnedEvent, Reply, REPLY_DROPPED};
+use super::events::{envelope_meta, EventHandler, InboundEvent, OwnedEvent, Reply};
 use super::fragments::Assembler;
 use super::frame::{frame_type, header_key, AckPayload, Frame, METHOD_CONTROL, METHOD_DATA};
 use super::frame_view::{AckTemplate, FrameView, Headers};
@@ -62,6 +63,8 @@ pub struct SessionContext<'a> {
     pub status: &'a Arc<StatusStore>,
     pub handler: &'a Arc<dyn EventHandler>,
     pub dedupe: Option<&'a Arc<Dedupe<AckPayload>>>,
+    /// The durable dedupe store behind `dedupe` (`dedupe.store`), when not `memory`.
+    pub store: Option<&'a Arc<DurableStore>>,
     pub log: &'a Log,
     /// The server config as known so far; pongs update it.
     pub server: &'a mut ServerConfig,
@@ -694,21 +697,39 @@ impl Session<'_> {
                     self.track(token, ack, None, started, event_type);
                     let event = event.to_owned();
                     let tx = self.inflight.tx.clone();
-                    let handler = self.ctx.handler.clone();
-                    let status = self.ctx.status.clone();
-                    let dedupe = d.clone();
-                    let log = self.ctx.log.clone();
-                    let timeout = self.ctx.cfg.handler_timeout;
+                    let takeover = Takeover {
+                        dedupe: d.clone(),
+                        handler: self.ctx.handler.clone(),
+                        status: self.ctx.status.clone(),
+                        log: self.ctx.log.clone(),
+                        timeout: self.ctx.cfg.handler_timeout,
+                        store: self.ctx.store.cloned(),
+                    };
                     tokio::spawn(async move {
-                        let answer = await_first_delivery(
-                            h, event, &dedupe, &handler, &status, &log, timeout,
-                        )
-                        .await;
+                        let answer = await_first_delivery(h, event, takeover).await;
                         let _ = tx.send(Settled::One(token, answer));
                     });
                     return None;
                 }
-                Begin::Run(g) => guard = Some(g),
+                Begin::Run(g) => match self.ctx.store {
+                    None => guard = Some(g),
+                    // Owned here: the store decides, off this task (durable.rs).
+                    Some(store) => {
+                        let event_type = self.event_types.get(event.event_type);
+                        self.track(token, ack, None, started, event_type);
+                        DurableEvent {
+                            store: store.clone(),
+                            guard: g,
+                            event: event.to_owned(),
+                            handler: self.ctx.handler.clone(),
+                            status: self.ctx.status.clone(),
+                            log: self.ctx.log.clone(),
+                            timeout: self.ctx.cfg.handler_timeout,
+                        }
+                        .spawn(self.inflight.tx.clone(), token);
+                        return None;
+                    }
+                },
             }
         }
         let event_type = self.event_types.get(event.event_type);
@@ -747,52 +768,58 @@ impl Session<'_> {
     }
 }
 
+/// What a re-delivery that waits on the first one needs to take over from it.
+struct Takeover {
+    dedupe: Arc<Dedupe<AckPayload>>,
+    handler: Arc<dyn EventHandler>,
+    status: Arc<StatusStore>,
+    log: Log,
+    timeout: Option<Duration>,
+    /// With a durable store, taking over goes through it like a first delivery: another
+    /// process may hold the event, or have handled it meanwhile.
+    store: Option<Arc<DurableStore>>,
+}
+
 /// A re-delivery of an event still in flight: waits for the first delivery's outcome; if
 /// that failed, this delivery may run the handler itself.
 async fn await_first_delivery(
     mut wait: WaitHandle<AckPayload>,
     event: OwnedEvent,
-    dedupe: &Arc<Dedupe<AckPayload>>,
-    handler: &Arc<dyn EventHandler>,
-    status: &Arc<StatusStore>,
-    log: &Log,
-    timeout: Option<Duration>,
+    t: Takeover,
 ) -> Answer {
     loop {
         if let Some(v) = wait.wait().await {
-            Counters::bump(&status.counters.duplicates);
+            Counters::bump(&t.status.counters.duplicates);
             return Answer::Known(v);
         }
         let key = event.event_id.clone().unwrap_or_default();
-        match dedupe.begin(&key, Instant::now()) {
+        let guard = match t.dedupe.begin(&key, Instant::now()) {
             Begin::Done(v) => {
-                Counters::bump(&status.counters.duplicates);
+                Counters::bump(&t.status.counters.duplicates);
                 return Answer::Known(v);
             }
-            Begin::Wait(next) => wait = next,
-            Begin::Run(guard) => {
-                let (reply, rx) = Reply::oneshot();
-                let (message_id, event_type) = (event.message_id.clone(), event.event_type.clone());
-                handler.handle(event.as_event(), reply);
-                // Bounded like the session's own handlers, so a hung handler cannot hold
-                // the dedupe claim for ever (the session acks this delivery 500 itself).
-                let answered = match timeout {
-                    Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| t),
-                    None => Ok(rx.await),
-                };
-                let result = match answered {
-                    Ok(r) => r.unwrap_or_else(|_| Err(REPLY_DROPPED.to_string())),
-                    Err(t) => Err(format!(
-                        "the handler did not settle within {} ms (handlerTimeoutMs)",
-                        t.as_millis()
-                    )),
-                };
-                // Concluded here, since the session's entry for this delivery owns no guard.
-                let payload = ack_payload(result, || &message_id, event_type.as_deref(), log);
-                settle_dedupe(Some(guard), &payload, Instant::now());
-                return Answer::Known(payload);
+            Begin::Wait(next) => {
+                wait = next;
+                continue;
             }
-        }
+            Begin::Run(guard) => guard,
+        };
+        let Some(store) = t.store else {
+            // Concluded here, since the session's entry for this delivery owns no guard.
+            let payload = call_handler(&t.handler, event, t.timeout, &t.log).await;
+            settle_dedupe(Some(guard), &payload, Instant::now());
+            return Answer::Known(payload);
+        };
+        let durable = DurableEvent {
+            store,
+            guard,
+            event,
+            handler: t.handler,
+            status: t.status,
+            log: t.log,
+            timeout: t.timeout,
+        };
+        return durable.run().await;
     }
 }
 

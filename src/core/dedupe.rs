@@ -17,6 +17,8 @@ use hashbrown::hash_table::HashTable;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::oneshot;
 
+use super::store::StoreSpec;
+
 /// How long and how many successful results are remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DedupeConfig {
@@ -29,6 +31,9 @@ pub struct DedupeConfig {
     /// flight are not counted and never forgotten (their number is bounded by the
     /// handler concurrency).
     pub max_entries: usize,
+    /// Where claims and results are kept beyond this process (`dedupe.store`); this
+    /// table stays in front of it either way (core/durable.rs).
+    pub store: StoreSpec,
 }
 
 impl Default for DedupeConfig {
@@ -36,6 +41,7 @@ impl Default for DedupeConfig {
         DedupeConfig {
             ttl: Duration::from_secs(12 * 60 * 60),
             max_entries: 10_000,
+            store: StoreSpec::Memory,
         }
     }
 }
@@ -427,6 +433,7 @@ mod tests {
         Dedupe::new(DedupeConfig {
             ttl: Duration::from_secs(ttl_secs),
             max_entries,
+            store: StoreSpec::Memory,
         })
     }
 
@@ -804,6 +811,7 @@ mod model {
             let d: Dedupe<u32> = Dedupe::new(DedupeConfig {
                 ttl: Duration::from_secs(ttl),
                 max_entries,
+                store: StoreSpec::Memory,
             });
             let t0 = Instant::now();
             let mut secs = 0u64;

@@ -1,8 +1,8 @@
 //! The transport's observable state: one snapshot type for `status()` and `onStatus`, and
 //! the counters behind it (atomics, so the hot path never takes a lock to count).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -75,6 +75,18 @@ pub struct CountersSnapshot {
     pub dropped_frames: u64,
     /// Handlers that did not settle within `handlerTimeoutMs` (each acked 500).
     pub handler_timeouts: u64,
+    /// Calls to the durable dedupe store (`dedupe.store`) that failed.
+    pub store_errors: u64,
+}
+
+/// The dedupe store, as `status().store` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreSummary {
+    /// `memory`, `sqlite` or `redis`.
+    pub kind: &'static str,
+    /// False from a failed store call until the next one succeeds (always true for
+    /// `memory`).
+    pub healthy: bool,
 }
 
 /// What `status()` returns (`TransportStatus` in index.d.ts). Times are ms since the epoch.
@@ -101,6 +113,7 @@ pub struct StatusSnapshot {
     pub counters: CountersSnapshot,
     /// Each connection (`connections` option), by index.
     pub connections: Vec<ConnectionStatus>,
+    pub store: StoreSummary,
 }
 
 /// One connection's part of the status (`status().connections[i]`).
@@ -129,6 +142,7 @@ pub struct Counters {
     pub reconnects: AtomicU64,
     pub dropped_frames: AtomicU64,
     pub handler_timeouts: AtomicU64,
+    pub store_errors: AtomicU64,
     /// ms since the epoch; 0 = never.
     pub last_event_at: AtomicU64,
     pub last_pong_at: AtomicU64,
@@ -150,6 +164,7 @@ impl Counters {
             reconnects: g(&self.reconnects),
             dropped_frames: g(&self.dropped_frames),
             handler_timeouts: g(&self.handler_timeouts),
+            store_errors: g(&self.store_errors),
         }
     }
 }
@@ -246,6 +261,10 @@ fn latest(times: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 pub struct StatusStore {
     pub counters: Counters,
     lifecycle: Mutex<Lifecycles>,
+    /// The dedupe store's kind (set once, by the transport) and whether its last call
+    /// failed: kept apart from the lifecycle so a store call never takes its lock.
+    store_kind: OnceLock<&'static str>,
+    store_unhealthy: AtomicBool,
 }
 
 impl Default for StatusStore {
@@ -264,6 +283,8 @@ impl StatusStore {
                 last_error: None,
                 server: None,
             }),
+            store_kind: OnceLock::new(),
+            store_unhealthy: AtomicBool::new(false),
         }
     }
 
@@ -288,6 +309,16 @@ impl StatusStore {
     pub fn snapshot(&self) -> StatusSnapshot {
         let ls = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         self.snapshot_of(&ls)
+    }
+
+    /// Names the dedupe store `status().store.kind` reports (`memory` until set).
+    pub fn set_store_kind(&self, kind: &'static str) {
+        let _ = self.store_kind.set(kind);
+    }
+
+    /// Records whether the store's last call worked; true when that changed.
+    pub fn set_store_healthy(&self, healthy: bool) -> bool {
+        self.store_unhealthy.swap(!healthy, Ordering::Relaxed) == healthy
     }
 
     /// The whole transport's state.
@@ -336,6 +367,10 @@ impl StatusStore {
                     backpressure: c.backpressure,
                 })
                 .collect(),
+            store: StoreSummary {
+                kind: self.store_kind.get().copied().unwrap_or("memory"),
+                healthy: !self.store_unhealthy.load(Ordering::Relaxed),
+            },
         }
     }
 }

@@ -19,6 +19,7 @@ use super::backoff::AttemptPacer;
 use super::config::TransportConfig;
 use super::connection::{dial, run_session, Control, SessionContext, SessionEnd};
 use super::dedupe::Dedupe;
+use super::durable::DurableStore;
 use super::endpoint::{discover, DiscoveryRequest, ServerConfig};
 use super::error::{ErrorCode, TransportError};
 use super::events::{EventHandler, Observer};
@@ -45,6 +46,7 @@ pub struct Transport {
     cfg: Arc<TransportConfig>,
     status: Arc<StatusStore>,
     dedupe: Option<Arc<Dedupe<AckPayload>>>,
+    store: Option<Arc<DurableStore>>,
     tls: Arc<rustls::ClientConfig>,
     redactor: Arc<Redactor>,
     run: Arc<Mutex<Option<RunSlot>>>,
@@ -66,11 +68,21 @@ impl Transport {
         // Discovery and the socket share this config and `cfg.proxy` (core/net.rs).
         let tls = super::tls::client_config(&cfg.tls).map_err(|e| e.scrubbed(&redactor))?;
         let dedupe = cfg.dedupe.clone().map(|d| Arc::new(Dedupe::new(d)));
-        let connections = cfg.connections;
+        // Opened here, so a SQLite file that is not a database fails the constructor.
+        let store = match &cfg.dedupe {
+            Some(d) => DurableStore::open(&d.store, &cfg.app_id, d.ttl, cfg.handler_timeout)
+                .map_err(|e| e.scrubbed(&redactor))?,
+            None => None,
+        };
+        let status = Arc::new(StatusStore::new(cfg.connections));
+        if let Some(d) = &cfg.dedupe {
+            status.set_store_kind(d.store.kind());
+        }
         Ok(Transport {
             cfg: Arc::new(cfg),
-            status: Arc::new(StatusStore::new(connections)),
+            status,
             dedupe,
+            store,
             tls: Arc::new(tls),
             redactor,
             run: Arc::new(Mutex::new(None)),
@@ -132,6 +144,7 @@ impl Transport {
                     cfg: self.cfg.clone(),
                     status: self.status.clone(),
                     dedupe: self.dedupe.clone(),
+                    store: self.store.clone(),
                     tls: self.tls.clone(),
                     handler: handler.clone(),
                     observer: observer.clone(),
@@ -314,6 +327,7 @@ struct Run {
     cfg: Arc<TransportConfig>,
     status: Arc<StatusStore>,
     dedupe: Option<Arc<Dedupe<AckPayload>>>,
+    store: Option<Arc<DurableStore>>,
     tls: Arc<rustls::ClientConfig>,
     handler: Arc<dyn EventHandler>,
     observer: Arc<dyn Observer>,
@@ -506,6 +520,7 @@ impl Run {
                         status: &self.status,
                         handler: &self.handler,
                         dedupe: self.dedupe.as_ref(),
+                        store: self.store.as_ref(),
                         log: &self.log,
                         server: &mut server,
                         on_server_config: &on_server_config,

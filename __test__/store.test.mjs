@@ -1,0 +1,323 @@
+// The durable dedupe store (`dedupe.store`), against a real SQLite file and a real
+// redis-server on a free loopback port, with bot processes that restart, die and share.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { FeishuTransport, FeishuEmulator, fastOptions, waitFor, startPair } from './helpers.mjs'
+
+const BOT = fileURLToPath(new URL('./children/store-bot.cjs', import.meta.url))
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'feishu-store-'))
+after(() => fs.rmSync(tmp, { recursive: true, force: true }))
+
+let n = 0
+const dbPath = () => path.join(tmp, `dedupe-${++n}.db`)
+const payload = (eventId) => ({
+  schema: '2.0',
+  header: { event_id: eventId, event_type: 'im.message.receive_v1', app_id: 'x', create_time: '0', token: '' },
+  event: { n: eventId },
+})
+
+/** A bot process (children/store-bot.cjs); `lines` collects what it prints. */
+function bot(emulator, name, store, extra = {}) {
+  const child = spawn(process.execPath, [BOT, JSON.stringify({
+    appId: emulator.appId, appSecret: emulator.appSecret, domain: emulator.domain, name, store, ...extra,
+  })], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const lines = []
+  let buf = ''
+  child.stdout.on('data', (d) => {
+    buf += d
+    let at
+    while ((at = buf.indexOf('\n')) >= 0) { lines.push(buf.slice(0, at)); buf = buf.slice(at + 1) }
+  })
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  return {
+    child,
+    lines,
+    exited,
+    handled: () => lines.filter((l) => l.startsWith('handled ')).length,
+    ready: () => waitFor(() => lines.includes('ready'), { what: `${name} ready (${lines.join(' | ')})` }),
+    stop() { child.stdin.end(); return exited },
+    kill9() { child.kill('SIGKILL'); return exited },
+  }
+}
+
+/** Starts `b` and returns the emulator connection id it got. */
+async function connect(emulator, b) {
+  const before = new Set(emulator.connections().map((c) => c.id))
+  await b.ready()
+  const conn = await waitFor(() => emulator.connections().find((c) => !before.has(c.id)), { what: 'its connection' })
+  return conn.id
+}
+
+/** A real redis-server on a free loopback port; `stop()` kills it, `start()` again on the same port. */
+async function redisServer() {
+  const which = spawnSync('redis-server', ['--version'])
+  if (which.error) {
+    throw new Error('redis-server is not installed: these tests need a real one (Debian/Ubuntu: apt-get install -y redis-server; .ci/run installs it)')
+  }
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) })
+  })
+  let proc = null
+  const ping = () => new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1', () => sock.write('PING\r\n'))
+    sock.on('data', (d) => { sock.destroy(); resolve(String(d).startsWith('+PONG')) })
+    sock.on('error', () => resolve(false))
+  })
+  const r = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async start() {
+      proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+      await waitFor(ping, { what: `redis-server PING on ${port}` })
+    },
+    async stop() {
+      if (!proc) return
+      const p = proc
+      proc = null
+      const gone = new Promise((resolve) => p.on('exit', resolve))
+      p.kill('SIGKILL')
+      await gone
+    },
+  }
+  await r.start()
+  after(() => r.stop())
+  return r
+}
+
+test('dedupe.store: an unparsable string is INVALID_CONFIG naming the accepted forms', async () => {
+  const emulator = await FeishuEmulator.start()
+  try {
+    for (const store of ['sqlite:', 'Memory', 'mysql://root:hunter22@db/x', 'redis://', 'file:/tmp/x']) {
+      assert.throws(() => new FeishuTransport(fastOptions(emulator, { dedupe: { store } })), (e) => {
+        assert.equal(e.code, 'INVALID_CONFIG', store)
+        assert.match(e.message, /dedupe\.store/)
+        assert.match(e.message, /'memory', 'sqlite:<path>'.*'redis:\/\//)
+        assert.doesNotMatch(e.message, /hunter22/)
+        return true
+      })
+    }
+    assert.throws(() => new FeishuTransport(fastOptions(emulator, { dedupe: { store: 42 } })), /dedupe\.store must be a string/)
+    for (const store of ['memory', `sqlite:${dbPath()}`, 'redis://127.0.0.1:1']) {
+      new FeishuTransport(fastOptions(emulator, { dedupe: { store } }))
+    }
+  } finally {
+    await emulator.close()
+  }
+})
+
+test('a SQLite file that is not a database fails the constructor with INVALID_CONFIG naming it', async () => {
+  const emulator = await FeishuEmulator.start()
+  try {
+    const file = path.join(tmp, 'not-a-db.db')
+    fs.writeFileSync(file, 'this is a text file, not SQLite\n'.repeat(200))
+    assert.throws(() => new FeishuTransport(fastOptions(emulator, { dedupe: { store: `sqlite:${file}` } })), (e) => {
+      assert.equal(e.code, 'INVALID_CONFIG')
+      assert.ok(e.message.includes(file), e.message)
+      assert.match(e.message, /not a database/)
+      return true
+    })
+  } finally {
+    await emulator.close()
+  }
+})
+
+test('status().store names the store and counters.storeErrors starts at 0', async () => {
+  const memory = await startPair()
+  try {
+    assert.deepEqual(memory.transport.status().store, { kind: 'memory', healthy: true })
+    assert.equal(memory.transport.status().counters.storeErrors, 0)
+  } finally {
+    await memory.stop()
+  }
+  const sqlite = await startPair({ transport: { dedupe: { store: `sqlite:${dbPath()}` } } })
+  try {
+    const id = sqlite.emulator.pushEvent(payload('ev-status'))
+    assert.equal((await sqlite.emulator.waitForAck(id)).code, 200)
+    assert.deepEqual(sqlite.transport.status().store, { kind: 'sqlite', healthy: true })
+  } finally {
+    await sqlite.stop()
+  }
+})
+
+for (const how of ['exits', 'is killed with SIGKILL right after its ack']) {
+  test(`SQLite, restart: process A handles an event and ${how}; process B acks the re-delivery with A's result without its handler`, async () => {
+    const emulator = await FeishuEmulator.start()
+    const store = `sqlite:${dbPath()}`
+    try {
+      const a = bot(emulator, 'A', store)
+      await connect(emulator, a)
+      const first = emulator.pushEvent(payload('ev-restart'))
+      const ackA = await emulator.waitForAck(first)
+      assert.equal(ackA.code, 200)
+      assert.deepEqual(JSON.parse(ackA.data), { by: 'A' })
+      if (how === 'exits') await a.stop()
+      else await a.kill9()
+      assert.equal(a.handled(), 1)
+
+      const b = bot(emulator, 'B', store)
+      await connect(emulator, b)
+      const again = emulator.pushEvent(payload('ev-restart'))
+      const ackB = await emulator.waitForAck(again)
+      assert.equal(ackB.code, 200)
+      assert.equal(ackB.data, ackA.data, 'the same result as A')
+      assert.equal(b.handled(), 0, `B's handler was not called: ${b.lines.join(' | ')}`)
+      // and a new event is handled by B as usual
+      const fresh = emulator.pushEvent(payload('ev-new'))
+      assert.deepEqual(JSON.parse((await emulator.waitForAck(fresh)).data), { by: 'B' })
+      await b.stop()
+    } finally {
+      await emulator.close()
+    }
+  })
+}
+
+test('SQLite, lease: the claim of a holder that died mid-handler is taken over once its lease has run out', async () => {
+  const emulator = await FeishuEmulator.start()
+  const store = `sqlite:${dbPath()}`
+  // handlerTimeoutMs 2000: the lease is 2000 + 5000 ms (and B's 1 s wait on a live claim
+  // ends before its own handler timeout).
+  const lease = 7000
+  try {
+    const a = bot(emulator, 'A', store, { hang: true, handlerTimeoutMs: 2000 })
+    await connect(emulator, a)
+    emulator.pushEvent(payload('ev-lease'))
+    await waitFor(() => a.handled() === 1, { what: 'A handling' })
+    const claimedAt = Date.now()
+    await a.kill9()
+
+    const b = bot(emulator, 'B', store, { handlerTimeoutMs: 2000 })
+    await connect(emulator, b)
+    // Within the lease: not handled twice; acked 500 so Feishu re-delivers later.
+    const early = emulator.pushEvent(payload('ev-lease'))
+    assert.equal((await emulator.waitForAck(early)).code, 500)
+    assert.ok(Date.now() - claimedAt < lease, 'still within the lease')
+    assert.equal(b.handled(), 0)
+    // After it: B takes the claim over and handles the event.
+    await waitFor(() => Date.now() - claimedAt > lease + 100, { timeoutMs: lease + 2000, intervalMs: 50, what: 'the lease to run out' })
+    const late = emulator.pushEvent(payload('ev-lease'))
+    const ack = await emulator.waitForAck(late)
+    assert.equal(ack.code, 200)
+    assert.deepEqual(JSON.parse(ack.data), { by: 'B' })
+    assert.equal(b.handled(), 1)
+    await b.stop()
+  } finally {
+    await emulator.close()
+  }
+})
+
+test('Redis, two processes: an event delivered to one and re-delivered to the other is handled once, both acks carry its result', async () => {
+  const redis = await redisServer()
+  const emulator = await FeishuEmulator.start()
+  try {
+    const a = bot(emulator, 'A', redis.url)
+    const connA = await connect(emulator, a)
+    const b = bot(emulator, 'B', redis.url)
+    const connB = await connect(emulator, b)
+    for (const [first, second, id] of [[connA, connB, 'ev-ab'], [connB, connA, 'ev-ba']]) {
+      const m1 = emulator.pushEvent(payload(id), { connectionId: first })
+      const ack1 = await emulator.waitForAck(m1)
+      const m2 = emulator.pushEvent(payload(id), { connectionId: second })
+      const ack2 = await emulator.waitForAck(m2)
+      assert.equal(ack1.connectionId, first)
+      assert.equal(ack2.connectionId, second)
+      assert.equal(ack1.code, 200)
+      assert.equal(ack2.code, 200)
+      assert.equal(ack2.data, ack1.data, `${id}: the same result in both acks`)
+    }
+    assert.equal(a.handled() + b.handled(), 2, `one handler call per event: ${[...a.lines, ...b.lines].join(' | ')}`)
+    assert.equal(a.handled(), 1)
+    await Promise.all([a.stop(), b.stop()])
+  } finally {
+    await emulator.close()
+    await redis.stop()
+  }
+})
+
+test('Redis stopped mid-run: events are still handled, storeErrors counted and logged once; shared again once it returns', async () => {
+  const redis = await redisServer()
+  const logs = []
+  const transport = { dedupe: { store: redis.url }, logLevel: 'info', logger: (level, message) => logs.push(`${level} ${message}`) }
+  const a = await startPair({ transport, onEvent: (e) => ({ by: 'A', id: e.eventId }) })
+  try {
+    const ok = a.emulator.pushEvent(payload('ev-before'))
+    assert.equal((await a.emulator.waitForAck(ok)).code, 200)
+    assert.equal(a.transport.status().counters.storeErrors, 0)
+
+    await redis.stop()
+    for (const id of ['ev-down-1', 'ev-down-2', 'ev-down-3']) {
+      const m = a.emulator.pushEvent(payload(id))
+      assert.equal((await a.emulator.waitForAck(m, { timeoutMs: 15_000 })).code, 200, `${id} handled without the store`)
+    }
+    const down = a.transport.status()
+    assert.ok(down.counters.storeErrors >= 3, JSON.stringify(down.counters))
+    assert.deepEqual(down.store, { kind: 'redis', healthy: false })
+    const unreachable = logs.filter((l) => /dedupe store is unreachable/.test(l))
+    assert.equal(unreachable.length, 1, logs.join('\n'))
+    assert.match(unreachable[0], /^warn /)
+
+    await redis.start()
+    const back = a.emulator.pushEvent(payload('ev-back'))
+    const ackBack = await a.emulator.waitForAck(back, { timeoutMs: 15_000 })
+    await waitFor(() => a.transport.status().store.healthy, { timeoutMs: 15_000, what: 'the store healthy again' })
+    assert.equal(logs.filter((l) => /dedupe store answers again/.test(l)).length, 1, logs.join('\n'))
+
+    // Shared again: a second transport (its own memory) gets the re-delivery of an event
+    // handled once the store was back and acks it with that result, without its handler.
+    const bEvents = []
+    const b = new FeishuTransport(fastOptions(a.emulator, { dedupe: { store: redis.url }, onEvent: (e) => { bEvents.push(e); return { by: 'B' } } }))
+    const before = new Set(a.emulator.connections().map((c) => c.id))
+    b.start().catch(() => {})
+    const connB = await waitFor(() => a.emulator.connections().find((c) => !before.has(c.id)), { what: 'B connected' })
+    const ev = payload(`ev-shared-${Date.now()}`)
+    const first = a.emulator.pushEvent(ev, { connectionId: a.emulator.connections().find((c) => before.has(c.id)).id })
+    const ack1 = await a.emulator.waitForAck(first, { timeoutMs: 15_000 })
+    const second = a.emulator.pushEvent(ev, { connectionId: connB.id })
+    const ack2 = await a.emulator.waitForAck(second, { timeoutMs: 15_000 })
+    assert.equal(ack2.data, ack1.data)
+    assert.equal(bEvents.length, 0)
+    assert.ok(ackBack.code === 200)
+    await b.close({ force: true })
+  } finally {
+    await a.stop()
+    await redis.stop()
+  }
+})
+
+test('a Redis password never appears in logs, errors or status', async () => {
+  // A closed port: every store call fails, so the crate's errors reach the log.
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) })
+  })
+  const secret = 'Sup3rSecretRedisPw'
+  const logs = []
+  const a = await startPair({
+    transport: { dedupe: { store: `redis://bot:${secret}@127.0.0.1:${port}/0` }, logLevel: 'debug', logger: (level, message) => logs.push(message) },
+    // A handler failure is logged with its message: the password in it must be hidden,
+    // which proves it was learned as a secret.
+    onEvent: (e) => { if (e.eventId === 'ev-pw-fail') throw new Error(`auth with ${secret} refused`) },
+  })
+  try {
+    const m = a.emulator.pushEvent(payload('ev-pw'))
+    assert.equal((await a.emulator.waitForAck(m, { timeoutMs: 15_000 })).code, 200)
+    const f = a.emulator.pushEvent(payload('ev-pw-fail'))
+    assert.equal((await a.emulator.waitForAck(f, { timeoutMs: 15_000 })).code, 500)
+    await waitFor(() => logs.some((l) => /auth with/.test(l)), { what: 'the handler failure log line' })
+    await waitFor(() => logs.some((l) => /unreachable/.test(l)), { what: 'the outage log line' })
+    const seen = JSON.stringify({ logs, status: a.transport.status() })
+    assert.ok(!seen.includes(secret), seen)
+    assert.match(seen, /unreachable/)
+  } finally {
+    await a.stop()
+  }
+  // An unusable URL's error does not show it either.
+  assert.throws(() => new FeishuTransport({ appId: 'cli_0123456789abcdef', appSecret: 's', dedupe: { store: `redis://:${secret}@[bad` } }), (e) => {
+    assert.ok(!e.message.includes(secret), e.message)
+    return true
+  })
+})

@@ -1,0 +1,141 @@
+//! The Redis (or Valkey) dedupe store (`dedupe.store: 'redis://…'` / `'rediss://…'`),
+//! shared by every process and host of a bot.
+//!
+//! One multiplexed connection (the redis crate's `ConnectionManager`, on tokio), which
+//! reconnects by itself; `rediss://` is TLS through rustls. A claim is one round trip (a
+//! Lua script: read the key, or set it with the lease if it is free, atomically, so two
+//! processes never both own an event); a result is one `SET … PX ttl`; a failure's
+//! release is one script that deletes the key only while it still holds our claim.
+//! Key expiry does the sweeping.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::error::TransportError;
+use super::store::{claim_value, decode, Claim};
+
+/// Returns the live value, or sets the claim (ARGV[1]) with the lease (ARGV[2], ms) and
+/// returns an empty string.
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
+";
+
+/// Deletes the key only if it still holds our claim (a claim that expired and was taken
+/// over is someone else's now).
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Bounds every command, so an unreachable server delays an event by this at most before
+/// it is handled without the store.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct RedisStore {
+    client: redis::Client,
+    /// Made on first use, inside the runtime (the manager spawns its connection task).
+    manager: OnceLock<Result<ConnectionManager, String>>,
+    prefix: String,
+    claim: Script,
+    release: Script,
+}
+
+impl RedisStore {
+    /// Checks the URL; connects nothing (an unreachable server must not stop the bot:
+    /// events are then handled without the store).
+    pub fn open(url: &str, app_id: &str) -> Result<RedisStore, TransportError> {
+        // The crate's error may quote the URL: only its kind is shown (the message is
+        // scrubbed of the password as well, by the caller's redactor).
+        let client = redis::Client::open(url).map_err(|e| {
+            TransportError::invalid_config(format!(
+                "dedupe.store: the Redis URL is not usable ({:?})",
+                e.kind()
+            ))
+        })?;
+        Ok(RedisStore {
+            client,
+            manager: OnceLock::new(),
+            prefix: format!("feishu-transport:dedupe:{app_id}:"),
+            claim: Script::new(CLAIM),
+            release: Script::new(RELEASE),
+        })
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, String> {
+        self.manager
+            .get_or_init(|| {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(2));
+                ConnectionManager::new_lazy_with_config(self.client.clone(), cfg)
+                    .map_err(|e| format!("Redis: {e}"))
+            })
+            .clone()
+    }
+
+    fn key(&self, event_id: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + event_id.len());
+        k.push_str(&self.prefix);
+        k.push_str(event_id);
+        k
+    }
+
+    pub async fn claim(
+        &self,
+        event_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, String> {
+        let mut conn = self.connection()?;
+        let value: Vec<u8> = self
+            .claim
+            .key(self.key(event_id))
+            .arg(claim_value(owner))
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| format!("Redis: {e}"))?;
+        Ok(if value.is_empty() {
+            Claim::Owned
+        } else {
+            decode(&value)
+        })
+    }
+
+    pub async fn complete(
+        &self,
+        event_id: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        let mut conn = self.connection()?;
+        redis::cmd("SET")
+            .arg(self.key(event_id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| format!("Redis: {e}"))
+    }
+
+    pub async fn release(&self, event_id: &str, owner: &str) -> Result<(), String> {
+        let mut conn = self.connection()?;
+        self.release
+            .key(self.key(event_id))
+            .arg(claim_value(owner))
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| format!("Redis: {e}"))
+    }
+}
