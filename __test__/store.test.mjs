@@ -2,13 +2,14 @@
 // redis-server on a free loopback port, with bot processes that restart, die and share.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { FeishuTransport, FeishuEmulator, fastOptions, waitFor, startPair } from './helpers.mjs'
+import { redisServer } from './support/redis.mjs'
 
 const BOT = fileURLToPath(new URL('./children/store-bot.cjs', import.meta.url))
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'feishu-store-'))
@@ -52,42 +53,6 @@ async function connect(emulator, b) {
   await b.ready()
   const conn = await waitFor(() => emulator.connections().find((c) => !before.has(c.id)), { what: 'its connection' })
   return conn.id
-}
-
-/** A real redis-server on a free loopback port; `stop()` kills it, `start()` again on the same port. */
-async function redisServer() {
-  const which = spawnSync('redis-server', ['--version'])
-  if (which.error) {
-    throw new Error('redis-server is not installed: these tests need a real one (Debian/Ubuntu: apt-get install -y redis-server; .ci/run installs it)')
-  }
-  const port = await new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) })
-  })
-  let proc = null
-  const ping = () => new Promise((resolve) => {
-    const sock = net.connect(port, '127.0.0.1', () => sock.write('PING\r\n'))
-    sock.on('data', (d) => { sock.destroy(); resolve(String(d).startsWith('+PONG')) })
-    sock.on('error', () => resolve(false))
-  })
-  const r = {
-    port,
-    url: `redis://127.0.0.1:${port}`,
-    async start() {
-      proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-      await waitFor(ping, { what: `redis-server PING on ${port}` })
-    },
-    async stop() {
-      if (!proc) return
-      const p = proc
-      proc = null
-      const gone = new Promise((resolve) => p.on('exit', resolve))
-      p.kill('SIGKILL')
-      await gone
-    },
-  }
-  await r.start()
-  after(() => r.stop())
-  return r
 }
 
 test('dedupe.store: an unparsable string is INVALID_CONFIG naming the accepted forms', async () => {

@@ -270,6 +270,11 @@ function runChild() {
         transport = new FeishuTransport({
           ...options,
           connections,
+          // Handlers here take at most handlerDelayMs, so a short timeout is safe, and it
+          // sets the store's lease (handlerTimeoutMs + 5 s): the SIGKILLed child's claims
+          // expire in seconds, not the default's five minutes, and its events are handled
+          // by another child within the run.
+          handlerTimeoutMs: 2000,
           ...(store !== undefined ? { dedupe: { store } } : {}),
           onEvent: async (e) => {
             if (random() < 0.05) await new Promise((r) => setTimeout(r, random() * handlerDelayMs))
