@@ -1,7 +1,7 @@
 // Runs one load against one client, for profiling (not part of `npm run bench`):
 //
 //   node bench/profile.mjs --client native --count 100000 [--bytes 512] [--fragments 1]
-//        [--in-flight 256] [--node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]
+//        [--in-flight 256] [--store sqlite:/tmp/x.db|redis://…] [--node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]
 //        [--wrap="perf record -e cpu-clock -g -o /tmp/perf.data --"]
 //
 // The emulator runs in its own process (bench/emulator-server.mjs), the client in another
@@ -22,6 +22,8 @@ const { values: a } = parseArgs({
     'in-flight': { type: 'string', default: '256' },
     rate: { type: 'string' },
     transports: { type: 'string', default: '1' },
+    // The native client's dedupe.store, as bench/run.mjs --store passes it.
+    store: { type: 'string', default: 'memory' },
     'node-args': { type: 'string', default: '' },
     wrap: { type: 'string', default: '' },
   },
@@ -57,7 +59,7 @@ const EMULATOR_ENV = { ...process.env, TOKIO_WORKER_THREADS: process.env.EMULATO
 const server = channel(fork(path.join(here, 'emulator-server.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: EMULATOR_ENV }))
 await server.ready
 const { domain } = await server.call('start', { options: { apps, ackDeadlineMs: 60_000 } })
-const clientArgs = [path.join(here, 'client.mjs'), '--client', a.client, '--domain', domain, '--apps', apps.map((x) => `${x.appId}:${x.appSecret}`).join(','), '--transports', String(n)]
+const clientArgs = [path.join(here, 'client.mjs'), '--client', a.client, '--domain', domain, '--apps', apps.map((x) => `${x.appId}:${x.appSecret}`).join(','), '--transports', String(n), '--store', a.store]
 const nodeArgs = a['node-args'] ? a['node-args'].split(' ') : []
 const wrap = a.wrap ? a.wrap.split(' ') : []
 const argv = [...wrap, process.execPath, ...nodeArgs, ...clientArgs]
