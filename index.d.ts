@@ -54,7 +54,8 @@ export interface TimeoutOptions {
 }
 
 /**
- * Trust for `https`/`wss` (and `https://` proxies). By default the bundled Mozilla roots;
+ * Trust for `https`/`wss` (and `https://` proxies, and a `rediss://` `dedupe.store`). By
+ * default the bundled Mozilla roots;
  * certificates are always verified and there is no option to turn that off. A
  * verification failure is a `TLS_ERROR` naming the host and the reason.
  */
@@ -83,7 +84,10 @@ export interface DedupeOptions {
    * - `'redis://[user:password@]host[:port][/db]'` or `'rediss://…'` (TLS, rustls): a
    *   Redis or Valkey server shared by every process and host of the bot. Connected on
    *   first use; an unreachable server never stops events (see `status().store`). The
-   *   password is hidden in every log line and error.
+   *   password is hidden in every log line and error. `rediss://` trusts what the
+   *   transport's sockets trust (bundled roots, `tls.caPem`, `tls.systemRoots`) and always
+   *   verifies the certificate (a URL ending in `#insecure` is INVALID_CONFIG); a
+   *   certificate that does not verify counts as the store being unreachable.
    *
    * Keys are namespaced by appId and expire after `ttlMs`; a claim lives
    * `handlerTimeoutMs` + 5 s (5 min + 5 s when the timeout is off). Anything else throws

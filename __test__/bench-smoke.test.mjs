@@ -1,6 +1,6 @@
 // The benchmark in its CI form: `node bench/run.mjs --quick --no-write` (one round of
 // every scenario, small counts, both clients; scenarios 7 and 8 add the raw Rust client
-// when examples/raw_client.rs is built). Its figures are printed, never asserted:
+// when examples/raw_client.rs is built; then the dedupe.store section, native only). Its figures are printed, never asserted:
 // this only proves the run completes and both clients deliver every event (run.mjs exits
 // non-zero otherwise).
 import { test } from 'node:test'
@@ -20,4 +20,7 @@ test('the quick benchmark completes and both clients deliver every event', { tim
   assert.match(out, /bench: completed/)
   assert.doesNotMatch(out, /Delivery problems/)
   for (const n of [1, 2, 3, 4, 5, 6, 7, 8]) assert.match(out, new RegExp(`Scenario ${n}:`))
+  // The dedupe.store section: memory, SQLite and Redis (skipped, saying why, without redis-server).
+  assert.match(out, /dedupe\.store section/)
+  for (const store of ['memory', 'sqlite', 'redis']) assert.match(out, new RegExp(`^  ${store} +(burst|skipped)`, 'm'))
 })

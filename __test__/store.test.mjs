@@ -58,7 +58,8 @@ async function connect(emulator, b) {
 test('dedupe.store: an unparsable string is INVALID_CONFIG naming the accepted forms', async () => {
   const emulator = await FeishuEmulator.start()
   try {
-    for (const store of ['sqlite:', 'Memory', 'mysql://root:hunter22@db/x', 'redis://', 'file:/tmp/x']) {
+    // `#insecure` is the redis crate's "skip certificate checks": never accepted.
+    for (const store of ['sqlite:', 'Memory', 'mysql://root:hunter22@db/x', 'redis://', 'file:/tmp/x', 'rediss://:hunter22@127.0.0.1:6380/#insecure']) {
       assert.throws(() => new FeishuTransport(fastOptions(emulator, { dedupe: { store } })), (e) => {
         assert.equal(e.code, 'INVALID_CONFIG', store)
         assert.match(e.message, /dedupe\.store/)
@@ -285,4 +286,127 @@ test('a Redis password never appears in logs, errors or status', async () => {
     assert.ok(!e.message.includes(secret), e.message)
     return true
   })
+})
+
+// rediss://: the store trusts exactly what the transport's sockets trust (bundled roots,
+// tls.caPem, tls.systemRoots), against a redis-server serving TLS only (no plain port).
+const certs = FeishuEmulator.generateTestCertificates()
+const TLS_PASSWORD = 'Tls-Redis-Pw-7c1e'
+
+/** Two transports on one emulator sharing the store `store`; `tls` is their `tls` option. */
+async function twoTransports(store, tls, logs) {
+  const emulator = await FeishuEmulator.start()
+  const calls = []
+  const make = (name) => {
+    const t = new FeishuTransport(fastOptions(emulator, {
+      tls,
+      dedupe: { store },
+      logLevel: 'debug',
+      logger: (level, message) => logs.push(`${level} ${message}`),
+      onEvent: (e) => { calls.push(`${name} ${e.eventId}`); return { by: name } },
+    }))
+    return t
+  }
+  const conns = []
+  const transports = []
+  for (const name of ['A', 'B']) {
+    const before = new Set(emulator.connections().map((c) => c.id))
+    const t = make(name)
+    t.start().catch(() => {})
+    transports.push(t)
+    conns.push((await waitFor(() => emulator.connections().find((c) => !before.has(c.id)), { what: `${name} connected` })).id)
+  }
+  return {
+    emulator,
+    transports,
+    calls,
+    /** Delivers `id` to A, then re-delivers it to B; both acks. */
+    async deliverTwice(id) {
+      const first = await emulator.waitForAck(emulator.pushEvent(payload(id), { connectionId: conns[0] }), { timeoutMs: 15_000 })
+      const second = await emulator.waitForAck(emulator.pushEvent(payload(id), { connectionId: conns[1] }), { timeoutMs: 15_000 })
+      return [first, second]
+    },
+    async stop() {
+      await Promise.all(transports.map((t) => t.close({ force: true })))
+      await emulator.close()
+    },
+  }
+}
+
+test('rediss:// with tls.caPem trusting the server\'s CA: an event re-delivered to a second transport is handled once', async () => {
+  const redis = await redisServer({ tls: certs, password: TLS_PASSWORD })
+  const logs = []
+  const pair = await twoTransports(redis.url, { caPem: certs.caPem }, logs)
+  try {
+    const [first, second] = await pair.deliverTwice('ev-rediss')
+    assert.equal(first.code, 200)
+    assert.equal(second.code, 200)
+    assert.deepEqual(JSON.parse(first.data), { by: 'A' })
+    assert.equal(second.data, first.data, 'B acks with A\'s stored result')
+    assert.deepEqual(pair.calls, ['A ev-rediss'], `one handler call: ${logs.join('\n')}`)
+    for (const t of pair.transports) {
+      assert.deepEqual(t.status().store, { kind: 'redis', healthy: true })
+      assert.equal(t.status().counters.storeErrors, 0)
+    }
+    assert.ok(!logs.join('\n').includes(TLS_PASSWORD), logs.join('\n'))
+  } finally {
+    await pair.stop()
+    await redis.stop()
+  }
+})
+
+test('rediss:// without the CA: a certificate error, counted and logged without the password; events still handled', async () => {
+  const redis = await redisServer({ tls: certs, password: TLS_PASSWORD })
+  // The bundled roots alone, and with an unrelated CA: neither trusts the server.
+  for (const tls of [undefined, { caPem: FeishuEmulator.generateTestCertificates().caPem }]) {
+    const logs = []
+    const pair = await twoTransports(redis.url, tls, logs)
+    try {
+      const [first, second] = await pair.deliverTwice(`ev-untrusted-${tls ? 'other-ca' : 'bundled'}`)
+      // At least once: handled by both, since the store could not be reached.
+      assert.equal(first.code, 200)
+      assert.equal(second.code, 200)
+      assert.equal(pair.calls.length, 2, pair.calls.join(' | '))
+      for (const t of pair.transports) {
+        const s = t.status()
+        assert.deepEqual(s.store, { kind: 'redis', healthy: false })
+        assert.ok(s.counters.storeErrors >= 1, JSON.stringify(s.counters))
+      }
+      const outage = logs.filter((l) => /dedupe store is unreachable/.test(l))
+      assert.equal(outage.length, 2, `one line per transport:\n${logs.join('\n')}`)
+      for (const line of outage) {
+        assert.match(line, /^warn /)
+        assert.match(line, /Redis over TLS: its certificate/, line)
+        assert.match(line, tls ? /does not verify against the trusted authority/ : /not issued by a trusted authority.*tls\.caPem/, line)
+      }
+      const seen = JSON.stringify({ logs, status: pair.transports.map((t) => t.status()) })
+      assert.ok(!seen.includes(TLS_PASSWORD), seen)
+    } finally {
+      await pair.stop()
+    }
+  }
+  await redis.stop()
+})
+
+test('rediss:// with a wrong password: the server\'s refusal is logged, neither password is', async () => {
+  const redis = await redisServer({ tls: certs, password: TLS_PASSWORD })
+  const wrong = 'Wr0ng-Tls-Pw-9d2f'
+  const url = redis.url.replace(encodeURIComponent(TLS_PASSWORD), wrong)
+  assert.notEqual(url, redis.url)
+  const logs = []
+  const pair = await twoTransports(url, { caPem: certs.caPem }, logs)
+  try {
+    const [first] = await pair.deliverTwice('ev-wrong-pw')
+    assert.equal(first.code, 200)
+    const outage = await waitFor(() => logs.find((l) => /dedupe store is unreachable/.test(l)), { what: 'the outage line' })
+    // Past TLS (the certificate verified), refused by AUTH.
+    assert.match(outage, /WRONGPASS|NOAUTH|AuthenticationFailed|invalid username-password/i, outage)
+    assert.doesNotMatch(outage, /certificate/, outage)
+    const seen = JSON.stringify({ logs, status: pair.transports.map((t) => t.status()) })
+    assert.ok(!seen.includes(wrong), seen)
+    assert.ok(!seen.includes(TLS_PASSWORD), seen)
+  } finally {
+    await pair.stop()
+    await redis.stop()
+  }
 })

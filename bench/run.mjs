@@ -9,11 +9,20 @@
 //   node bench/run.mjs --quick         # the CI smoke: 1 round, small counts (< 2 min)
 //   node bench/run.mjs --no-write      # print only
 //   node bench/run.mjs --only 1,3      # some scenarios only (never writes)
+//   node bench/run.mjs --only stores   # the dedupe.store section only; rewrites that section
+//                                      # of bench/RESULTS.md (with --no-write: print only)
 //   node bench/run.mjs --rounds 5      # more rounds
-//   node bench/run.mjs --store sqlite  # the native client's dedupe.store: memory (default),
-//                                      # sqlite (a fresh file per client) or a redis:// URL;
-//                                      # composes with --only (never writes)
+//   node bench/run.mjs --store sqlite  # the native client's dedupe.store in the scenarios:
+//                                      # memory (default), sqlite (a fresh file per client)
+//                                      # or a redis:// URL; composes with --only (never
+//                                      # writes; the stores section is then not run)
 //   node bench/run.mjs --native-only   # skip the official client
+//
+// The stores section ("dedupe.store: the cost of a durable store", native client only)
+// runs the burst and 1 000 events/s with each store: memory, sqlite (a fresh temp file per
+// client) and redis (a redis-server this script starts on a free loopback port, if
+// `redis-server` is on PATH; else that row says why it was skipped). Redis round trips per
+// event come from the server's INFO commandstats before and after each measured window.
 //
 // Scenarios 7 and 8 (steady rates) add a third client, `raw`: examples/raw_client.rs, a
 // Rust client with no JavaScript that acks each event the moment it reads it (the floor).
@@ -22,8 +31,9 @@
 //
 // It exits non-zero if a client failed to deliver every event or a step timed out.
 // Targets are reported (PASS/MISS), never asserted.
-import { fork, execFileSync } from 'node:child_process'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { fork, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -43,8 +53,13 @@ const { values: argv } = parseArgs({
   },
 })
 const quick = argv.quick
-const only = argv.only ? new Set(argv.only.split(',').map(Number)) : null
+const only = argv.only ? new Set(argv.only.split(',').map((x) => x.trim())) : null
+const runs = (n) => !only || only.has(String(n))
 const write = !argv['no-write'] && !only && argv.store === 'memory' && !argv['native-only']
+// The stores section compares the stores itself: not run when --store changes the scenarios'.
+const runStores = runs('stores') && argv.store === 'memory'
+// `--only stores` alone rewrites just that section of bench/RESULTS.md.
+const writeStoresOnly = !argv['no-write'] && only && only.size === 1 && only.has('stores') && runStores
 
 /** The native transport's reconnect policy in the recovery scenario (and everywhere). */
 const INITIAL_DELAY_MS = 100
@@ -63,6 +78,10 @@ const FULL = {
   s6: { transports: 10, counts: { official: 20_000, native: 100_000 }, warmup: 2_000, payloadBytes: 512, maxInFlight: 256 },
   s7: { count: 3_000, ratePerSec: 100, skip: 100, warmup: 500 },
   s8: { count: 10_000, ratePerSec: 1_000, skip: 100, warmup: 500 },
+  stores: {
+    burst: { count: 50_000, warmup: 2_000, payloadBytes: 512, maxInFlight: 256, skip: 0 },
+    steady: { count: 5_000, ratePerSec: 1_000, warmup: 500, payloadBytes: 512, skip: 100 },
+  },
 }
 const QUICK = {
   rounds: 1,
@@ -74,6 +93,10 @@ const QUICK = {
   s6: { transports: 10, counts: { official: 2_000, native: 2_000 }, warmup: 200, payloadBytes: 512, maxInFlight: 256 },
   s7: { count: 100, ratePerSec: 100, skip: 10, warmup: 50 },
   s8: { count: 500, ratePerSec: 1_000, skip: 50, warmup: 100 },
+  stores: {
+    burst: { count: 2_000, warmup: 200, payloadBytes: 512, maxInFlight: 256, skip: 0 },
+    steady: { count: 500, ratePerSec: 1_000, warmup: 100, payloadBytes: 512, skip: 50 },
+  },
 }
 const cfg = quick ? QUICK : FULL
 if (argv.rounds) cfg.rounds = Number(argv.rounds)
@@ -128,15 +151,24 @@ const EMULATOR_ENV = { ...process.env, TOKIO_WORKER_THREADS: process.env.EMULATO
 const server = rpc(fork(path.join(here, 'emulator-server.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: EMULATOR_ENV }), 'emulator')
 await withTimeout(server.ready, 30_000, 'emulator process start')
 
-async function spawnClient(kind, domain, apps, transports = 1) {
+/** `--store` as the client's `dedupe.store`: `sqlite` is a fresh file per client. */
+function storeOption(store) {
+  if (store !== 'sqlite') return { store, files: [] }
+  const file = path.join(os.tmpdir(), `feishu-bench-${process.pid}-${Date.now()}.db`)
+  return { store: `sqlite:${file}`, files: [file, `${file}-wal`, `${file}-shm`] }
+}
+
+async function spawnClient(kind, domain, apps, transports = 1, store = argv.store) {
+  const dedupe = storeOption(store)
   const args = [
     '--client', kind, '--domain', domain,
     '--apps', apps.map((a) => `${a.appId}:${a.appSecret}`).join(','),
     '--transports', String(transports),
     '--initial-delay-ms', String(INITIAL_DELAY_MS),
-    '--store', argv.store === 'sqlite' ? `sqlite:${path.join(os.tmpdir(), `feishu-bench-${process.pid}-${Date.now()}.db`)}` : argv.store,
+    '--store', dedupe.store,
   ]
   const c = rpc(fork(path.join(here, 'client.mjs'), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }), `${kind} client`)
+  c.files = dedupe.files
   const r = await withTimeout(Promise.race([c.ready, c.exited.then((code) => { throw new Error(`${kind} client exited early (code ${code})`) })]), 60_000, `${kind} client start`)
   c.connectMs = r.connectMs
   return c
@@ -145,6 +177,7 @@ async function spawnClient(kind, domain, apps, transports = 1) {
 async function stopClient(c) {
   await c.call('exit', {}, 20_000).catch(() => c.child.kill('SIGKILL'))
   await withTimeout(c.exited, 20_000, 'client exit').catch(() => c.child.kill('SIGKILL'))
+  for (const f of c.files) rmSync(f, { force: true })
 }
 
 /** Ten app ids the official SDK accepts (`cli_` + 16 hex digits). */
@@ -168,9 +201,9 @@ function checkDelivery(label, count, push, client) {
 }
 
 /** Pushes `count` events at a connected client and measures both sides. */
-async function loadRound(label, kind, { apps, transports = 1, count, warmup, payloadBytes, fragments = 1, maxInFlight, ratePerSec, latencySkip }) {
+async function loadRound(label, kind, { apps, transports = 1, count, warmup, payloadBytes, fragments = 1, maxInFlight, ratePerSec, latencySkip, store, window }) {
   const { domain } = await startEmulator(apps)
-  const client = await spawnClient(kind, domain, apps, transports)
+  const client = await spawnClient(kind, domain, apps, transports, store)
   try {
     await server.call('waitConnections', { n: transports })
     const appIds = apps.map((a) => a.appId)
@@ -179,14 +212,17 @@ async function loadRound(label, kind, { apps, transports = 1, count, warmup, pay
       await server.call('warmMany', { count: warmup, payloadBytes, fragments, maxInFlight: maxInFlight || 256, apps: appIds })
     }
     const before = await client.call('end')
+    const opened = window ? await window.open() : null
     await client.call('begin')
     const push = await server.call('push', {
       count, payloadBytes, fragments, maxInFlight, ratePerSec, apps: appIds, timeoutMs: 300_000,
       latency: latencySkip !== undefined ? { skip: latencySkip + (warmup || 0) } : undefined,
     })
     const c = await client.call('end')
+    const closed = window ? await window.close(opened, count) : null
     const delivered = checkDelivery(`${label} ${kind}`, count, push, c)
     return {
+      ...closed,
       count,
       delivered,
       eventsPerSec: push.eventsPerSec,
@@ -287,6 +323,205 @@ const scenarios = [
     run: (kind, s) => loadRound(`scenario ${n}`, kind, { apps: makeApps(1), count: s.count, warmup: s.warmup, payloadBytes: 512, ratePerSec: s.ratePerSec, latencySkip: s.skip }),
   })),
 ]
+
+// ---------------------------------------------------------------------------------------
+// The stores section: the cost of a durable dedupe.store (issue 17), native client only.
+
+/** One command to a redis-server (RESP), its reply as text: `+OK`, `-ERR …` or a bulk string. */
+function redisCommand(port, words) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1', () => {
+      sock.write(`*${words.length}\r\n${words.map((w) => `$${Buffer.byteLength(w)}\r\n${w}\r\n`).join('')}`)
+    })
+    let buf = Buffer.alloc(0)
+    const done = (v) => { sock.destroy(); resolve(v) }
+    sock.on('data', (d) => {
+      buf = Buffer.concat([buf, d])
+      const eol = buf.indexOf('\r\n')
+      if (eol < 0) return
+      const head = buf.subarray(0, eol).toString()
+      if (head[0] !== '$') return done(head)
+      const len = Number(head.slice(1))
+      if (buf.length >= eol + 2 + len + 2) done(buf.subarray(eol + 2, eol + 2 + len).toString())
+    })
+    sock.on('error', reject)
+    sock.setTimeout(10_000, () => { sock.destroy(); reject(new Error(`redis ${words[0]}: no reply in 10 s`)) })
+  })
+}
+
+/** A redis-server on a free loopback port, no persistence; `null` and why if there is none. */
+async function startRedis() {
+  const which = spawnSync('redis-server', ['--version'], { encoding: 'utf8' })
+  if (which.error) return { skipped: `redis-server is not on PATH (${which.error.code}); Debian/Ubuntu: apt-get install redis-server` }
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) })
+  })
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    if (await redisCommand(port, ['PING']).catch(() => null) === '+PONG') break
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill('SIGKILL')
+      return { skipped: `redis-server did not answer PING on 127.0.0.1:${port} (exit code ${proc.exitCode})` }
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    version: (which.stdout.match(/v=(\S+)/) || [])[1] || 'unknown',
+    /** `INFO stats commandstats` as numbers: `calls.<command>` and the stats fields. */
+    async info() {
+      const text = await redisCommand(port, ['INFO', 'stats', 'commandstats'])
+      const out = { calls: {} }
+      for (const line of text.split('\r\n')) {
+        const cmd = line.match(/^cmdstat_([^:]+):calls=(\d+)/)
+        if (cmd) out.calls[cmd[1]] = Number(cmd[2])
+        const stat = line.match(/^(\w+):(\d+)$/)
+        if (stat) out[stat[1]] = Number(stat[2])
+      }
+      return out
+    },
+    flush: () => redisCommand(port, ['FLUSHALL']),
+    stop() { proc.kill('SIGKILL') },
+  }
+}
+
+/**
+ * A measured window's Redis round trips: the commands the client sent, per event.
+ * commandstats also counts the commands a Lua script runs inside the server, which are
+ * not round trips: every claim or release script runs one GET (the client itself never
+ * sends GET or DEL), and a claim that finds the event free (a GET miss) runs one SET.
+ * No handler fails here, so no release script runs. The bench's own INFO is left out.
+ */
+function redisWindow(redis) {
+  return {
+    open: () => redis.info(),
+    async close(before, events) {
+      const after = await redis.info()
+      const delta = (name) => (after.calls[name] || 0) - (before.calls[name] || 0)
+      const inner = { get: delta('get'), del: delta('del'), set: after.keyspace_misses - before.keyspace_misses }
+      const sent = {}
+      for (const name of Object.keys(after.calls)) {
+        if (name === 'info' || name === 'get' || name === 'del') continue
+        const n = delta(name) - (name === 'set' ? inner.set : 0)
+        if (n > 0) sent[name] = n
+      }
+      const total = Object.values(sent).reduce((a, b) => a + b, 0)
+      return { roundTripsPerEvent: total / events, roundTrips: sent }
+    },
+  }
+}
+
+const STORE_KINDS = ['memory', 'sqlite', 'redis']
+// The section's place in bench/RESULTS.md, so `--only stores` can rewrite it alone.
+const STORES_BEGIN = '<!-- stores section: written by bench/run.mjs -->'
+const STORES_END = '<!-- end of stores section -->'
+// Sections recorded by hand from other runs follow this marker and are kept by every run.
+const KEPT = '<!-- kept across runs -->'
+const STORE_SCENARIOS = [
+  ['burst', (s) => `${s.count.toLocaleString('en')} events of ${s.payloadBytes} B as fast as acked, at most ${s.maxInFlight} in flight, after ${s.warmup.toLocaleString('en')} warm-up events`],
+  ['steady', (s) => `${s.count.toLocaleString('en')} events of ${s.payloadBytes} B at ${s.ratePerSec.toLocaleString('en')} events/s after ${s.warmup} warm-up events, the first ${s.skip} measured acks left out of the latency`],
+]
+
+/** Runs the section: every store at the burst and at 1 000/s, stores alternating per round. */
+async function runStoreSection(s, rounds) {
+  const t0 = Date.now()
+  const loadStart = os.loadavg().map((x) => x.toFixed(2)).join(' ')
+  const redis = await startRedis()
+  const results = Object.fromEntries(STORE_KINDS.map((k) => [k, { burst: [], steady: [] }]))
+  const lines = []
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      for (const [scenario] of STORE_SCENARIOS) {
+        for (const store of STORE_KINDS) {
+          if (store === 'redis' && redis.skipped) continue
+          const x = s[scenario]
+          const started = Date.now()
+          if (store === 'redis') await redis.flush()
+          const r = await loadRound(`stores ${scenario} ${store}`, 'native', {
+            apps: makeApps(1), count: x.count, warmup: x.warmup, payloadBytes: x.payloadBytes,
+            maxInFlight: x.maxInFlight, ratePerSec: x.ratePerSec, latencySkip: x.skip,
+            store: store === 'redis' ? redis.url : store,
+            window: store === 'redis' ? redisWindow(redis) : undefined,
+          })
+          results[store][scenario].push(r)
+          const trips = r.roundTrips ? ` roundTrips/event=${fmt(r.roundTripsPerEvent, 2)} ${JSON.stringify(r.roundTrips)}` : ''
+          const line = `stores round ${round} ${scenario.padEnd(6)} ${store.padEnd(6)} events/s=${fmt(r.eventsPerSec)} cpuMsPer1k=${fmt(r.cpuMsPer1k, 1)} p50=${fmt(r.latency && r.latency.p50Us / 1000, 2)}ms p99=${fmt(r.latency && r.latency.p99Us / 1000, 2)}ms peakRssMB=${fmt(r.peakRssMB, 1)}${trips} (${((Date.now() - started) / 1000).toFixed(1)} s)`
+          lines.push(line)
+          console.log(`  ${line}`)
+        }
+      }
+    }
+  } finally {
+    if (!redis.skipped) redis.stop()
+  }
+  return { results, lines, redis, rounds, seconds: (Date.now() - t0) / 1000, loadStart, loadEnd: os.loadavg().map((x) => x.toFixed(2)).join(' ') }
+}
+
+/** The figures of the section, medians over rounds: one row per store. */
+function storeRows(section) {
+  const { results, redis } = section
+  const memoryBurst = pick(results.memory.burst, (x) => x.eventsPerSec)
+  return STORE_KINDS.map((store) => {
+    if (store === 'redis' && redis.skipped) return { store, skipped: redis.skipped }
+    const b = results[store].burst
+    const st = results[store].steady
+    const eventsPerSec = pick(b, (x) => x.eventsPerSec)
+    return {
+      store,
+      eventsPerSec,
+      ofMemory: memoryBurst ? eventsPerSec / memoryBurst : null,
+      burstCpu: pick(b, (x) => x.cpuMsPer1k),
+      burstP50: pick(b, (x) => x.latency && x.latency.p50Us / 1000),
+      burstP99: pick(b, (x) => x.latency && x.latency.p99Us / 1000),
+      steadyCpu: pick(st, (x) => x.cpuMsPer1k),
+      steadyP50: pick(st, (x) => x.latency && x.latency.p50Us / 1000),
+      steadyP99: pick(st, (x) => x.latency && x.latency.p99Us / 1000),
+      burstTrips: pick(b, (x) => x.roundTripsPerEvent),
+      steadyTrips: pick(st, (x) => x.roundTripsPerEvent),
+      trips: b.length ? b[0].roundTrips : undefined,
+    }
+  })
+}
+
+/** "SQLite ≥ 0.5× memory burst" (issue 17), as a target row. */
+function storeTarget(rows) {
+  const sqlite = rows.find((r) => r.store === 'sqlite')
+  const ok = sqlite && sqlite.ofMemory !== null ? sqlite.ofMemory >= 0.5 : null
+  const memory = rows.find((r) => r.store === 'memory')
+  return { name: 'dedupe.store: SQLite burst throughput ≥ 0.5× the memory store\'s', ok, shown: ok === null ? 'not run' : `${fmtRatio(sqlite.ofMemory)} (${fmt(sqlite.eventsPerSec)} vs ${fmt(memory.eventsPerSec)} events/s)` }
+}
+
+function storeMarkdown(section, s, command) {
+  const rows = storeRows(section)
+  const target = storeTarget(rows)
+  const md = []
+  md.push(STORES_BEGIN)
+  md.push('## dedupe.store: the cost of a durable store')
+  md.push('')
+  md.push(`Native client only (the official client has no durable store), written by \`bench/run.mjs\` (\`${command}\`) on ${new Date().toISOString()}: ${section.rounds} round(s), stores alternating within each round, medians over rounds; ${section.seconds.toFixed(0)} s for this section; load average ${section.loadStart} at its start, ${section.loadEnd} at its end (2 cores shared with other work: compare the stores within this table, not with other runs). Stores: \`memory\`; \`sqlite:<a fresh temp file per client>\` (WAL); ${section.redis.skipped ? `redis skipped: ${section.redis.skipped}` : `\`redis://127.0.0.1:<port>\`, a redis-server ${section.redis.version} this run started on loopback without persistence (flushed before each of its rounds)`}.`)
+  md.push('')
+  for (const [name, describe] of STORE_SCENARIOS) md.push(`- **${name === 'burst' ? 'Burst' : '1 000/s'}:** ${describe(s[name])}.`)
+  md.push('- **Round trips per event** (Redis): the commands the client sent in the measured window, from the server\'s `INFO commandstats` before and after it, divided by the events; commandstats also counts what the claim script runs inside the server (one GET, and one SET for a free event: the GET misses), which is subtracted.')
+  md.push('')
+  md.push('| store | burst: events/s | × memory | burst: client CPU ms / 1 000 events | burst: ack p50 / p99 ms | 1 000/s: client CPU ms / 1 000 events | 1 000/s: ack p50 / p99 ms | Redis round trips / event (burst; 1 000/s) |')
+  md.push('|---|---:|---:|---:|---:|---:|---:|---|')
+  for (const r of rows) {
+    if (r.skipped) { md.push(`| ${r.store} | skipped: ${r.skipped} | | | | | | |`); continue }
+    const trips = r.burstTrips === null ? '–' : `${fmt(r.burstTrips, 2)}; ${fmt(r.steadyTrips, 2)} (${Object.entries(r.trips).sort(([a], [b]) => (a === 'set') - (b === 'set')).map(([k, v]) => `${k.toUpperCase()} ${fmt(v / s.burst.count, 2)}`).join(' + ')} per event in the first round's burst)`
+    md.push(`| ${r.store} | ${fmt(r.eventsPerSec)} | ${fmtRatio(r.ofMemory)} | ${fmt(r.burstCpu, 1)} | ${fmt(r.burstP50, 2)} / ${fmt(r.burstP99, 2)} | ${fmt(r.steadyCpu, 1)} | ${fmt(r.steadyP50, 2)} / ${fmt(r.steadyP99, 2)} | ${trips} |`)
+  }
+  md.push('')
+  md.push(`**${status(target.ok)}**: ${target.name}: ${target.shown}.`)
+  md.push('')
+  md.push('Every round, as the run printed it:')
+  md.push('')
+  md.push('```')
+  md.push(...section.lines)
+  md.push('```')
+  md.push(STORES_END)
+  return md.join('\n')
+}
 
 // ---------------------------------------------------------------------------------------
 // Statistics and reporting
@@ -485,7 +720,7 @@ console.log(`bench: ${quick ? 'quick' : 'full'} run, ${cfg.rounds} round(s); ${m
 
 // The raw Rust client of scenarios 7 and 8 (examples/raw_client.rs), built unless --quick.
 let rawBuilt = existsSync(RAW_CLIENT)
-if (!quick && (!only || only.has(7) || only.has(8))) {
+if (!quick && (runs(7) || runs(8))) {
   console.log('bench: cargo build --release --example raw_client')
   execFileSync('cargo', ['build', '--release', '--example', 'raw_client'], { cwd: path.join(here, '..'), stdio: 'inherit' })
   rawBuilt = true
@@ -493,11 +728,12 @@ if (!quick && (!only || only.has(7) || only.has(8))) {
 if (!rawBuilt) console.log(`bench: ${RAW_CLIENT} is not built: scenarios 7 and 8 run without the raw client`)
 
 const all = new Map()
+let storeSection = null
 const roundLines = []
 let failed = null
 try {
   for (const sc of scenarios) {
-    if (only && !only.has(sc.n)) continue
+    if (!runs(sc.n)) continue
     const s = cfg[`s${sc.n}`]
     const kinds = (sc.kinds || KINDS).filter((k) => k !== 'raw' || rawBuilt)
     const rounds = Object.fromEntries(kinds.map((k) => [k, []]))
@@ -518,6 +754,10 @@ try {
       }
     }
     all.set(sc.n, { sc, s, rounds })
+  }
+  if (runStores) {
+    console.log('bench: dedupe.store section (native client; memory, sqlite, redis)')
+    storeSection = await runStoreSection(cfg.stores, cfg.rounds)
   }
 } catch (e) {
   failed = e
@@ -546,6 +786,7 @@ function markdownTable(n) {
 }
 
 const targetRows = targets(tables)
+if (storeSection) targetRows.push(storeTarget(storeRows(storeSection)))
 const status = (ok) => (ok === null ? 'not run' : ok ? 'PASS' : 'MISS')
 console.log('')
 for (const [n, { sc }] of all) {
@@ -554,6 +795,15 @@ for (const [n, { sc }] of all) {
     const raw = r.raw !== undefined ? `   raw ${fmt(r.raw, r.digits).padStart(10)}   native/raw ${fmtRatio(r.rawRatio)}` : ''
     console.log(`  ${r.label.padEnd(36)} official ${fmt(r.official, r.digits).padStart(10)}   native ${fmt(r.native, r.digits).padStart(10)}   native/official ${fmtRatio(r.ratio)}${raw}`)
   }
+}
+if (storeSection) {
+  console.log('dedupe.store section (native client; medians)')
+  for (const r of storeRows(storeSection)) {
+    if (r.skipped) { console.log(`  ${r.store.padEnd(7)} skipped: ${r.skipped}`); continue }
+    const trips = r.burstTrips === null ? '' : `   Redis round trips/event ${fmt(r.burstTrips, 2)} (burst), ${fmt(r.steadyTrips, 2)} (1 000/s)`
+    console.log(`  ${r.store.padEnd(7)} burst ${fmt(r.eventsPerSec).padStart(8)} events/s (${fmtRatio(r.ofMemory)} memory), ${fmt(r.burstCpu, 1)} CPU ms/1k, p50/p99 ${fmt(r.burstP50, 2)}/${fmt(r.burstP99, 2)} ms; 1 000/s ${fmt(r.steadyCpu, 1)} CPU ms/1k, p50/p99 ${fmt(r.steadyP50, 2)}/${fmt(r.steadyP99, 2)} ms${trips}`)
+  }
+  console.log(`  (${storeSection.seconds.toFixed(0)} s; load ${storeSection.loadStart} → ${storeSection.loadEnd})`)
 }
 console.log('\nTargets:')
 for (const t of targetRows) console.log(`  ${status(t.ok).padEnd(7)} ${t.name}: ${t.shown}`)
@@ -590,6 +840,10 @@ if (write && !failed) {
   md.push('')
   md.push('↑ higher is better, ↓ lower is better.')
   md.push('')
+  if (storeSection) {
+    md.push(storeMarkdown(storeSection, cfg.stores, meta.command))
+    md.push('')
+  }
   md.push('## Every round')
   md.push('')
   md.push('As the run printed them (CPU in ms, RSS in MB, latency in ms).')
@@ -598,14 +852,26 @@ if (write && !failed) {
   md.push(...roundLines)
   md.push('```')
   md.push('')
-  // Sections recorded by hand from other runs (the dedupe stores: `--store`) follow a
-  // marker and are kept across full runs.
-  const KEPT = '<!-- kept across runs -->'
   const previous = readFileSync(path.join(here, 'RESULTS.md'), 'utf8')
   const kept = previous.includes(KEPT) ? `\n\n${previous.slice(previous.indexOf(KEPT))}` : ''
   writeFileSync(path.join(here, 'RESULTS.md'), md.join('\n') + kept)
   writeFileSync(path.join(here, 'ratios.svg'), svgChart([...Object.entries(tables)].map(([n, rows]) => [n, rows]), meta))
   console.log('wrote bench/RESULTS.md and bench/ratios.svg')
+}
+
+if (writeStoresOnly && !failed && storeSection) {
+  // Only the stores section is replaced (or placed before the kept sections, or at the end).
+  const file = path.join(here, 'RESULTS.md')
+  const previous = readFileSync(file, 'utf8')
+  const section = storeMarkdown(storeSection, cfg.stores, meta.command)
+  const begin = previous.indexOf(STORES_BEGIN)
+  const end = previous.indexOf(STORES_END)
+  let next
+  if (begin >= 0 && end > begin) next = previous.slice(0, begin) + section + previous.slice(end + STORES_END.length)
+  else if (previous.includes(KEPT)) next = previous.replace(KEPT, `${section}\n\n${KEPT}`)
+  else next = `${previous.trimEnd()}\n\n${section}\n`
+  writeFileSync(file, next)
+  console.log('wrote the stores section of bench/RESULTS.md')
 }
 
 if (failed) {

@@ -30,6 +30,7 @@ use super::status::{Counters, StatusStore};
 use super::store::{result_value, Claim, StoreSpec};
 use super::store_redis::RedisStore;
 use super::store_sqlite::{Op, SqliteStore};
+use super::tls::TlsOptions;
 
 /// How long a re-delivery waits for another live holder's outcome before acking 500.
 /// Under Feishu's 3 s ack window, so the ack that carries the result is not itself late.
@@ -59,17 +60,19 @@ pub struct DurableStore {
 impl DurableStore {
     /// Opens the store `spec` names (`None` for `memory`): a SQLite file is opened and
     /// checked here, so a file that is not a database fails the constructor; a Redis URL
-    /// is only parsed (the server may come later).
+    /// is only parsed (the server may come later). `tls` is the transport's own: a
+    /// `rediss://` store trusts what its sockets trust.
     pub fn open(
         spec: &StoreSpec,
         app_id: &str,
         ttl: Duration,
         handler_timeout: Option<Duration>,
+        tls: &TlsOptions,
     ) -> Result<Option<Arc<DurableStore>>, TransportError> {
         let backend = match spec {
             StoreSpec::Memory => return Ok(None),
             StoreSpec::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, app_id)?),
-            StoreSpec::Redis(url) => Backend::Redis(Box::new(RedisStore::open(url, app_id)?)),
+            StoreSpec::Redis(url) => Backend::Redis(Box::new(RedisStore::open(url, app_id, tls)?)),
         };
         Ok(Some(Arc::new(DurableStore {
             backend,

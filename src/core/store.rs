@@ -55,6 +55,11 @@ impl StoreSpec {
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(bad("is a Redis URL without a host"));
             }
+            // The redis crate reads `#insecure` as "do not verify the certificate".
+            // Certificates are always verified here: a private CA goes in `tls.caPem`.
+            if url.fragment().is_some() {
+                return Err(bad("takes no '#…' part (certificates are always verified: trust a private CA with tls.caPem)"));
+            }
             return Ok(StoreSpec::Redis(s.to_string()));
         }
         // Not echoed: a mistyped URL may still hold a password.
@@ -190,6 +195,7 @@ mod tests {
             "redis://",
             "redis://:hunter22@[bad",
             "file:/tmp/x",
+            "rediss://:hunter22@127.0.0.1:6380/#insecure",
         ] {
             let e = StoreSpec::parse(bad).unwrap_err();
             assert_eq!(e.code.as_str(), "INVALID_CONFIG", "{bad}");

@@ -2,7 +2,9 @@
 //! shared by every process and host of a bot.
 //!
 //! One multiplexed connection (the redis crate's `ConnectionManager`, on tokio), which
-//! reconnects by itself; `rediss://` is TLS through rustls. A claim is one round trip (a
+//! reconnects by itself; `rediss://` is TLS through rustls, trusting exactly what the
+//! transport's own sockets trust (`tls.caPem`, `tls.systemRoots`; see [`RedisStore::open`]),
+//! certificates always verified. A claim is one round trip (a
 //! Lua script: read the key, or set it with the lease if it is free, atomically, so two
 //! processes never both own an event); a result is one `SET … PX ttl`; a failure's
 //! release is one script that deletes the key only while it still holds our claim.
@@ -16,6 +18,7 @@ use redis::Script;
 
 use super::error::TransportError;
 use super::store::{claim_value, decode, Claim};
+use super::tls::{tls_failure_in, TlsOptions, TrustedRoots};
 
 /// Returns the live value, or sets the claim (ARGV[1]) with the lease (ARGV[2], ms) and
 /// returns an empty string.
@@ -50,15 +53,32 @@ pub struct RedisStore {
 impl RedisStore {
     /// Checks the URL; connects nothing (an unreachable server must not stop the bot:
     /// events are then handled without the store).
-    pub fn open(url: &str, app_id: &str) -> Result<RedisStore, TransportError> {
+    ///
+    /// `rediss://` gets the transport's roots (`tls`): the crate cannot take a rustls
+    /// `ClientConfig`, only roots as PEM, and PEM roots *replace* its own bundled set, so
+    /// it is given the whole set the sockets trust (bundled Mozilla roots, `tls.caPem`,
+    /// the system's roots when asked). Its `#insecure` URL form is refused by
+    /// [`StoreSpec::parse`](super::store::StoreSpec::parse), and the crate is built without
+    /// the feature that would honour it.
+    pub fn open(url: &str, app_id: &str, tls: &TlsOptions) -> Result<RedisStore, TransportError> {
         // The crate's error may quote the URL: only its kind is shown (the message is
         // scrubbed of the password as well, by the caller's redactor).
-        let client = redis::Client::open(url).map_err(|e| {
+        let unusable = |e: redis::RedisError| {
             TransportError::invalid_config(format!(
                 "dedupe.store: the Redis URL is not usable ({:?})",
                 e.kind()
             ))
-        })?;
+        };
+        let client = if url.starts_with("rediss://") {
+            let roots = TrustedRoots::load(tls)?.pem().into_bytes();
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots),
+            };
+            redis::Client::build_with_tls(url, certs).map_err(unusable)?
+        } else {
+            redis::Client::open(url).map_err(unusable)?
+        };
         Ok(RedisStore {
             client,
             manager: OnceLock::new(),
@@ -77,7 +97,7 @@ impl RedisStore {
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
                 ConnectionManager::new_lazy_with_config(self.client.clone(), cfg)
-                    .map_err(|e| format!("Redis: {e}"))
+                    .map_err(|e| failure(&e))
             })
             .clone()
     }
@@ -103,7 +123,7 @@ impl RedisStore {
             .arg(lease.as_millis().max(1) as u64)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| format!("Redis: {e}"))?;
+            .map_err(|e| failure(&e))?;
         Ok(if value.is_empty() {
             Claim::Owned
         } else {
@@ -125,7 +145,7 @@ impl RedisStore {
             .arg(ttl.as_millis().max(1) as u64)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| format!("Redis: {e}"))
+            .map_err(|e| failure(&e))
     }
 
     pub async fn release(&self, event_id: &str, owner: &str) -> Result<(), String> {
@@ -136,6 +156,15 @@ impl RedisStore {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
-            .map_err(|e| format!("Redis: {e}"))
+            .map_err(|e| failure(&e))
+    }
+}
+
+/// A failed call, for the log line and `status`: a TLS failure is explained as the
+/// transport's own sockets explain it (an untrusted certificate names `tls.caPem`).
+fn failure(e: &redis::RedisError) -> String {
+    match tls_failure_in(e) {
+        Some(why) => format!("Redis over TLS: {why}"),
+        None => format!("Redis: {e}"),
     }
 }

@@ -70,8 +70,10 @@ impl Transport {
         let dedupe = cfg.dedupe.clone().map(|d| Arc::new(Dedupe::new(d)));
         // Opened here, so a SQLite file that is not a database fails the constructor.
         let store = match &cfg.dedupe {
-            Some(d) => DurableStore::open(&d.store, &cfg.app_id, d.ttl, cfg.handler_timeout)
-                .map_err(|e| e.scrubbed(&redactor))?,
+            Some(d) => {
+                DurableStore::open(&d.store, &cfg.app_id, d.ttl, cfg.handler_timeout, &cfg.tls)
+                    .map_err(|e| e.scrubbed(&redactor))?
+            }
             None => None,
         };
         let status = Arc::new(StatusStore::new(cfg.connections));

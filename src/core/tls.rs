@@ -28,41 +28,91 @@ impl TlsOptions {
     /// only when the client config is built.
     pub fn validate(&self) -> Result<(), TransportError> {
         if let Some(pem) = &self.ca_pem {
-            let mut roots = rustls::RootCertStore::empty();
-            add_pem(&mut roots, pem)?;
+            add_pem(&mut TrustedRoots::empty(), pem)?;
         }
         Ok(())
     }
 }
 
-/// The client config for these options.
-pub fn client_config(opts: &TlsOptions) -> Result<rustls::ClientConfig, TransportError> {
-    let mut roots =
-        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = &opts.ca_pem {
-        add_pem(&mut roots, pem)?;
+/// What the transport trusts: the bundled Mozilla roots, `tls.caPem`, and the system's
+/// roots when asked. Kept both as rustls's store and as the certificates it was built
+/// from, because not every client takes a rustls config: the Redis store's client (the
+/// `redis` crate) takes its roots as PEM, and a PEM bundle *replaces* its defaults, so it
+/// is given this whole set to trust exactly what the sockets trust. That is why the
+/// bundled roots come from `webpki-root-certs` (whole certificates) rather than
+/// `webpki-roots` (trust anchors only, which cannot be written as PEM).
+pub struct TrustedRoots {
+    store: rustls::RootCertStore,
+    certs: Vec<CertificateDer<'static>>,
+}
+
+impl TrustedRoots {
+    pub fn load(opts: &TlsOptions) -> Result<TrustedRoots, TransportError> {
+        let mut roots = TrustedRoots::empty();
+        for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+            // Every bundled root is usable (a unit test checks); none is skipped in practice.
+            let _ = roots.add(cert.clone());
+        }
+        if let Some(pem) = &opts.ca_pem {
+            add_pem(&mut roots, pem)?;
+        }
+        if opts.system_roots {
+            let found = rustls_native_certs::load_native_certs();
+            // Certificates that do not parse as trust anchors are left out, as rustls's
+            // `add_parsable_certificates` would (a system store often holds a few).
+            let added = found
+                .certs
+                .into_iter()
+                .filter(|c| roots.add(c.clone()).is_ok())
+                .count();
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                return Err(TransportError::invalid_config(format!(
+                    "tls.systemRoots: no certificate could be loaded from the operating system's store{why}"
+                )));
+            }
+        }
+        Ok(roots)
     }
-    if opts.system_roots {
-        let found = rustls_native_certs::load_native_certs();
-        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            let why = found
-                .errors
-                .first()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            return Err(TransportError::invalid_config(format!(
-                "tls.systemRoots: no certificate could be loaded from the operating system's store{why}"
-            )));
+
+    fn empty() -> TrustedRoots {
+        TrustedRoots {
+            store: rustls::RootCertStore::empty(),
+            certs: Vec::new(),
         }
     }
+
+    fn add(&mut self, cert: CertificateDer<'static>) -> Result<(), rustls::Error> {
+        self.store.add(cert.clone())?;
+        self.certs.push(cert);
+        Ok(())
+    }
+
+    /// Every trusted root as one PEM bundle, for clients that take roots as PEM.
+    pub fn pem(&self) -> String {
+        let blocks: Vec<pem::Pem> = self
+            .certs
+            .iter()
+            .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref()))
+            .collect();
+        pem::encode_many(&blocks)
+    }
+}
+
+/// The client config for these options.
+pub fn client_config(opts: &TlsOptions) -> Result<rustls::ClientConfig, TransportError> {
+    let roots = TrustedRoots::load(opts)?.store;
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| TransportError::invalid_config(format!("TLS setup failed: {e}")))
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
-fn add_pem(roots: &mut rustls::RootCertStore, pem: &str) -> Result<(), TransportError> {
+fn add_pem(roots: &mut TrustedRoots, pem: &str) -> Result<(), TransportError> {
     let mut count = 0;
     for (i, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
         let cert = cert.map_err(|e| {
@@ -93,6 +143,27 @@ fn add_pem(roots: &mut rustls::RootCertStore, pem: &str) -> Result<(), Transport
 pub fn tls_failure(e: &std::io::Error) -> Option<String> {
     let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
     Some(describe(inner))
+}
+
+/// [`tls_failure`] for an error from another crate (the Redis client's), which carries the
+/// I/O or rustls error somewhere in its chain of sources.
+pub fn tls_failure_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(describe(tls));
+        }
+        if let Some(why) = e.downcast_ref::<std::io::Error>().and_then(tls_failure) {
+            return Some(why);
+        }
+        // The redis crate keeps its cause as an `Arc<dyn Error>`, which reports the
+        // cause's *source* as its own: look inside it, or the I/O error is skipped.
+        next = match e.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            Some(inner) => Some(&**inner),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 fn describe(e: &rustls::Error) -> String {
@@ -179,6 +250,25 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn the_pem_bundle_holds_every_trusted_root() {
+        let ca = ca_pem();
+        let roots = TrustedRoots::load(&TlsOptions {
+            ca_pem: Some(ca.clone()),
+            system_roots: false,
+        })
+        .unwrap();
+        // Every bundled root is usable, and the CA is added to them.
+        let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS.len();
+        assert_eq!(roots.store.len(), bundled + 1);
+        let back = CertificateDer::pem_slice_iter(roots.pem().as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(back, roots.certs);
+        assert_eq!(back.len(), bundled + 1);
+        assert!(back.contains(&CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()));
     }
 
     #[test]
