@@ -24,20 +24,22 @@
 // `redis-server` is on PATH; else that row says why it was skipped). Redis round trips per
 // event come from the server's INFO commandstats before and after each measured window.
 //
-// Scenarios 7 and 8 (steady rates) add a third client, `raw`: examples/raw_client.rs, a
+// Scenarios 7 and 8 (steady rates) add a fourth column, the Node floor (bench/node-floor.mjs:
+// a plain Node TCP client woken once per event, what any JavaScript handler costs at least),
+// and a third client, `raw`: examples/raw_client.rs, a
 // Rust client with no JavaScript that acks each event the moment it reads it (the floor).
 // A full run builds it (`cargo build --release --example raw_client`); `--quick` uses it
 // only if it is built already.
 //
 // It exits non-zero if a client failed to deliver every event or a step timed out.
 // Targets are reported (PASS/MISS), never asserted.
-import { fork, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFile, execFileSync, fork, spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
+import { parseArgs, promisify } from 'node:util'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const RAW_CLIENT = path.join(here, '..', 'target', 'release', 'examples', 'raw_client')
@@ -66,7 +68,9 @@ const INITIAL_DELAY_MS = 100
 /** The ClientConfig of the recovery scenario: the official SDK waits random(0..nonce) s. */
 const RECOVERY_CLIENT_CONFIG = { reconnectNonce: 1, reconnectInterval: 1 }
 const KINDS = argv['native-only'] ? ['native'] : ['official', 'native']
-const STEADY_KINDS = argv['native-only'] ? ['native', 'raw'] : ['official', 'native', 'raw']
+// `floor`: bench/node-floor.mjs, what one wake of a Node process per event costs with
+// nothing else done (its own socket and pusher, not the emulator).
+const STEADY_KINDS = argv['native-only'] ? ['native', 'raw', 'floor'] : ['official', 'native', 'raw', 'floor']
 
 const FULL = {
   rounds: 3,
@@ -319,10 +323,19 @@ const scenarios = [
     n,
     name,
     kinds: STEADY_KINDS,
-    describe: (s) => `${s.count.toLocaleString('en')} events of 512 B at ${s.ratePerSec.toLocaleString('en')} events/s per round after ${s.warmup} warm-up events (pushed as fast as acked), three clients: official, native, and raw (examples/raw_client.rs: a Rust client with no JavaScript that acks each event as it reads it; its CPU is its own process's, every thread). Latency as in scenario 3; the first ${s.skip} measured acks discarded`,
-    run: (kind, s) => loadRound(`scenario ${n}`, kind, { apps: makeApps(1), count: s.count, warmup: s.warmup, payloadBytes: 512, ratePerSec: s.ratePerSec, latencySkip: s.skip }),
+    describe: (s) => `${s.count.toLocaleString('en')} events of 512 B at ${s.ratePerSec.toLocaleString('en')} events/s per round after ${s.warmup} warm-up events (pushed as fast as acked), three clients: official, native, and raw (examples/raw_client.rs: a Rust client with no JavaScript that acks each event as it reads it; its CPU is its own process's, every thread). Latency as in scenario 3; the first ${s.skip} measured acks discarded. Beside them, the Node floor (bench/node-floor.mjs, CPU and memory only): a plain Node TCP client, with its own pusher at the same rate, that JSON.parses each 512 B event, calls a no-op handler through a promise and writes an ack, woken once per event as every client here is; no client that runs a JavaScript handler per event can cost less`,
+    run: (kind, s) => kind === 'floor'
+      ? floorRound(s)
+      : loadRound(`scenario ${n}`, kind, { apps: makeApps(1), count: s.count, warmup: s.warmup, payloadBytes: 512, ratePerSec: s.ratePerSec, latencySkip: s.skip }),
   })),
 ]
+
+/** One round of the Node floor (bench/node-floor.mjs) at a steady scenario's rate. */
+async function floorRound(s) {
+  const args = [path.join(here, 'node-floor.mjs'), '--count', String(s.count), '--warmup', String(s.warmup), '--rate', String(s.ratePerSec)]
+  const { stdout } = await promisify(execFile)(process.execPath, args, { encoding: 'utf8', timeout: ((s.count + s.warmup) / s.ratePerSec) * 1000 + 60_000 })
+  return JSON.parse(stdout.trim().split('\n').pop())
+}
 
 // ---------------------------------------------------------------------------------------
 // The stores section: the cost of a durable dedupe.store (issue 17), native client only.
@@ -605,7 +618,10 @@ function scenarioTable(n, rounds) {
     const ratio = o && v !== null ? v / o : null
     const raw = rounds.raw && rounds.raw.length ? f(rounds.raw) : undefined
     const rawRatio = raw && v !== null ? v / raw : null
-    rows.push({ label, official: o, native: v, ratio, raw, rawRatio, digits, better })
+    // The Node floor measures CPU and memory only (its pusher is not the emulator).
+    const floor = rounds.floor && rounds.floor.length ? f(rounds.floor) : undefined
+    const floorRatio = floor && v !== null ? v / floor : null
+    rows.push({ label, official: o, native: v, ratio, raw, rawRatio, floor, floorRatio, digits, better })
   }
   return rows
 }
@@ -631,7 +647,7 @@ function targets(tables) {
   for (const n of [7, 8]) {
     r = get(n, 'client CPU ms / 1 000 events')
     const rate = n === 7 ? '100/s' : '1 000/s'
-    add(`Scenario ${n} client CPU per event at ${rate} ≤ 2× the raw Rust client's`, r && r.raw !== undefined ? r : null, r && r.rawRatio <= 2, r && `${fmtRatio(r.rawRatio)} (${fmt(r.native, 1)} vs raw ${fmt(r.raw, 1)} ms / 1 000; official ${fmt(r.official, 1)})`)
+    add(`Scenario ${n} client CPU per event at ${rate} ≤ 2× the raw Rust client's`, r && r.raw !== undefined ? r : null, r && r.rawRatio <= 2, r && `${fmtRatio(r.rawRatio)} (${fmt(r.native, 1)} vs raw ${fmt(r.raw, 1)} ms / 1 000; official ${fmt(r.official, 1)}${r.floor ? `; Node floor ${fmt(r.floor, 1)}, native / floor ${fmtRatio(r.floorRatio)}` : ''})`)
   }
   r = get(8, 'ack latency p99 ms')
   add('Scenario 8 ack p99 at 1 000/s ≤ 2× the raw Rust client\'s', r && r.raw !== undefined ? r : null, r && r.rawRatio <= 2, r && `${fmtRatio(r.rawRatio)} (${fmt(r.native, 2)} vs raw ${fmt(r.raw, 2)} ms; official ${fmt(r.official, 2)}; max ${fmt(get(8, 'ack latency max ms').native, 2)} vs raw ${fmt(get(8, 'ack latency max ms').raw, 2)} ms)`)
@@ -772,9 +788,9 @@ meta.seconds = ((Date.now() - started) / 1000).toFixed(0)
 
 function markdownTable(n) {
   if (tables[n].some((r) => r.raw !== undefined)) {
-    const lines = ['| metric | official WSClient | FeishuTransport | raw Rust client | native / official | native / raw |', '|---|---:|---:|---:|---:|---:|']
+    const lines = ['| metric | official WSClient | FeishuTransport | raw Rust client | Node floor | native / official | native / raw | native / Node floor |', '|---|---:|---:|---:|---:|---:|---:|---:|']
     for (const r of tables[n]) {
-      lines.push(`| ${r.label} | ${fmt(r.official, r.digits)} | ${fmt(r.native, r.digits)} | ${fmt(r.raw, r.digits)} | ${fmtRatio(r.ratio)} | ${fmtRatio(r.rawRatio)} |`)
+      lines.push(`| ${r.label} | ${fmt(r.official, r.digits)} | ${fmt(r.native, r.digits)} | ${fmt(r.raw, r.digits)} | ${fmt(r.floor, r.digits)} | ${fmtRatio(r.ratio)} | ${fmtRatio(r.rawRatio)} | ${fmtRatio(r.floorRatio)} |`)
     }
     return lines.join('\n')
   }
@@ -793,7 +809,8 @@ for (const [n, { sc }] of all) {
   console.log(`Scenario ${n}: ${sc.name}`)
   for (const r of tables[n]) {
     const raw = r.raw !== undefined ? `   raw ${fmt(r.raw, r.digits).padStart(10)}   native/raw ${fmtRatio(r.rawRatio)}` : ''
-    console.log(`  ${r.label.padEnd(36)} official ${fmt(r.official, r.digits).padStart(10)}   native ${fmt(r.native, r.digits).padStart(10)}   native/official ${fmtRatio(r.ratio)}${raw}`)
+    const floor = r.floor !== undefined && r.floor !== null ? `   floor ${fmt(r.floor, r.digits).padStart(8)}   native/floor ${fmtRatio(r.floorRatio)}` : ''
+    console.log(`  ${r.label.padEnd(36)} official ${fmt(r.official, r.digits).padStart(10)}   native ${fmt(r.native, r.digits).padStart(10)}   native/official ${fmtRatio(r.ratio)}${raw}${floor}`)
   }
 }
 if (storeSection) {

@@ -1,0 +1,101 @@
+// The floor of a Node client at a steady rate (scenarios 7 and 8, column "Node floor").
+//
+// A transport that hands each event to a JavaScript handler must wake the JavaScript
+// thread for it, and at 100 or 1 000 events/s each event arrives alone, so each wakes it
+// once. This measures what that wake costs when nothing else is done: a plain TCP socket
+// (libuv's, no WebSocket, no protobuf, no TLS) receiving newline-delimited 512 B JSON
+// events at a fixed rate, each `JSON.parse`d, handed to a no-op handler through a
+// promise, and acked with a 26-byte write. No real client can do less per event and
+// still run a JavaScript handler; a transport's "native / floor" ratio says how much its
+// own machinery adds on top of Node's.
+//
+//   node bench/node-floor.mjs --count 3000 --warmup 300 --rate 1000
+//
+// The parent pushes; a forked child is the client and prints one JSON line:
+// { cpuMsPer1k, eventsPerSec, peakRssMB, handled }. CPU is the child's own
+// (process.cpuUsage(): every thread), from the end of the warm-up to the last event, as
+// bench/client.mjs measures the other clients.
+import { fork } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import net from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const { values: a, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    count: { type: 'string', default: '3000' },
+    warmup: { type: 'string', default: '300' },
+    rate: { type: 'string', default: '1000' },
+  },
+})
+const count = Number(a.count)
+const warmup = Number(a.warmup)
+const rate = Number(a.rate)
+
+function peakRssMB() {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
+  return m ? Number(m[1]) / 1024 : null
+}
+
+if (positionals[0] === 'client') {
+  const socket = net.connect(Number(positionals[1]), '127.0.0.1')
+  const ack = Buffer.from('{"code":200,"headers":{}}\n')
+  const handler = () => undefined
+  const total = warmup + count
+  let buffered = null
+  let n = 0
+  let cpu
+  let t0
+  socket.on('data', (chunk) => {
+    let data = buffered ? Buffer.concat([buffered, chunk]) : chunk
+    let nl
+    while ((nl = data.indexOf(10)) >= 0) {
+      const event = JSON.parse(data.toString('utf8', 0, nl))
+      data = data.subarray(nl + 1)
+      Promise.resolve(handler(event)).then(() => socket.write(ack))
+      if (++n === warmup) {
+        cpu = process.cpuUsage()
+        t0 = process.hrtime.bigint()
+      } else if (n === total) {
+        const d = process.cpuUsage(cpu)
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+        setImmediate(() => {
+          console.log(JSON.stringify({ cpuMsPer1k: ((d.user + d.system) / 1000 / count) * 1000, eventsPerSec: count / seconds, peakRssMB: peakRssMB(), handled: count }))
+          socket.end()
+        })
+      }
+    }
+    buffered = data.length ? data : null
+  })
+} else {
+  // 512 B of JSON, shaped like a Feishu event envelope.
+  const base = { schema: '2.0', header: { event_id: '', event_type: 'im.message.receive_v1', create_time: '1700000000000', app_id: 'cli_floor' }, event: { text: '' } }
+  const line = (i) => {
+    base.header.event_id = `ev-${String(i).padStart(12, '0')}`
+    const bare = JSON.stringify(base).length
+    base.event.text = 'x'.repeat(Math.max(0, 512 - bare))
+    return `${JSON.stringify(base)}\n`
+  }
+  const total = warmup + count
+  const server = net.createServer((c) => {
+    c.resume()
+    let sent = 0
+    const start = process.hrtime.bigint()
+    // One event per 1/rate s on a monotonic schedule, so each arrives alone as in the
+    // emulator's steady scenarios.
+    const tick = () => {
+      const due = Math.min(total, Math.floor((Number(process.hrtime.bigint() - start) / 1e9) * rate) + 1)
+      while (sent < due) c.write(line(sent++))
+      if (sent < total) setTimeout(tick, Math.max(0, ((sent / rate) * 1e3) - Number(process.hrtime.bigint() - start) / 1e6))
+    }
+    tick()
+  })
+  server.listen(0, '127.0.0.1', () => {
+    const child = fork(fileURLToPath(import.meta.url), ['client', String(server.address().port), '--count', a.count, '--warmup', a.warmup, '--rate', a.rate], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    child.on('exit', (code) => {
+      server.close()
+      process.exit(code ?? 1)
+    })
+  })
+}
