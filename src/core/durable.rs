@@ -20,8 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use super::ack::{
     ack_payload, settle_dedupe, Answer, HandlerResult, Reply, ReplySender, Settled, REPLY_DROPPED,
 };
@@ -265,16 +263,6 @@ pub(crate) async fn call_handler(
 ) -> AckPayload {
     let (reply, rx) = Reply::oneshot();
     handler.handle(event.as_event(), reply);
-    handler_answer(rx, event, timeout, log).await
-}
-
-/// The ack payload of a handler called with `rx`'s reply, bounded by `timeout`.
-async fn handler_answer(
-    rx: oneshot::Receiver<HandlerResult>,
-    event: OwnedEvent,
-    timeout: Option<Duration>,
-    log: &Log,
-) -> AckPayload {
     let answered = match timeout {
         Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| t),
         None => Ok(rx.await),
