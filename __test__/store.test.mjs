@@ -177,6 +177,50 @@ test('SQLite, lease: the claim of a holder that died mid-handler is taken over o
   }
 })
 
+test('SQLite, one read burst: each event settles on its own (a stored result answers, a success is stored, a failure and a timed-out handler release their claims)', async () => {
+  // Events pushed together reach the client in one read burst, claimed in the store in
+  // one request (src/core/durable.rs, DurableBurst); what the burst finds and does must
+  // still be decided per event.
+  const calls = new Map()
+  let failing = true
+  const pair = await startPair({
+    // No re-delivery by the emulator: the test re-delivers itself.
+    emulator: { maxRedeliveries: 0 },
+    transport: { handlerTimeoutMs: 300, dedupe: { store: `sqlite:${dbPath()}` } },
+    onEvent: (e) => {
+      calls.set(e.eventId, (calls.get(e.eventId) ?? 0) + 1)
+      if (failing && e.eventId === 'ev-fail') throw new Error('not this time')
+      if (failing && e.eventId === 'ev-hang') return new Promise(() => {})
+      return { id: e.eventId }
+    },
+  })
+  try {
+    const { emulator } = pair
+    const stored = await emulator.waitForAck(emulator.pushEvent(payload('ev-done')))
+    assert.equal(stored.code, 200)
+    const burst = ['ev-done', 'ev-ok', 'ev-fail', 'ev-hang'].map((id) => emulator.pushEvent(payload(id)))
+    const [done, ok, fail, hang] = await Promise.all(burst.map((m) => emulator.waitForAck(m)))
+    assert.equal(done.code, 200)
+    assert.equal(done.data, stored.data, 'the stored result, without the handler')
+    assert.deepEqual(JSON.parse(ok.data), { id: 'ev-ok' })
+    assert.equal(fail.code, 500)
+    assert.equal(hang.code, 500, 'acked 500 at handlerTimeoutMs')
+    assert.deepEqual(Object.fromEntries(calls), { 'ev-done': 1, 'ev-ok': 1, 'ev-fail': 1, 'ev-hang': 1 })
+    // Released: the re-deliveries run the handler again (a live claim would hold them
+    // off with a 500 after 1 s); the stored success is answered without it.
+    failing = false
+    const again = ['ev-ok', 'ev-fail', 'ev-hang'].map((id) => emulator.pushEvent(payload(id)))
+    const [ok2, fail2, hang2] = await Promise.all(again.map((m) => emulator.waitForAck(m)))
+    assert.equal(ok2.data, ok.data)
+    assert.deepEqual(JSON.parse(fail2.data), { id: 'ev-fail' })
+    assert.deepEqual(JSON.parse(hang2.data), { id: 'ev-hang' })
+    assert.deepEqual(Object.fromEntries(calls), { 'ev-done': 1, 'ev-ok': 1, 'ev-fail': 2, 'ev-hang': 2 })
+    assert.equal(pair.transport.status().counters.storeErrors, 0)
+  } finally {
+    await pair.stop()
+  }
+})
+
 test('Redis, two processes: an event delivered to one and re-delivered to the other is handled once, both acks carry its result', async () => {
   const redis = await redisServer()
   const emulator = await FeishuEmulator.start()

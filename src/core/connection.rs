@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::ack::{settle_dedupe, Answer, InFlight, Pending, ReadyAck, Settled};
 use super::config::TransportConfig;
 use super::dedupe::{Begin, Dedupe, DedupeGuard, WaitHandle};
-use super::durable::{call_handler, DurableEvent, DurableStore};
+use super::durable::{call_handler, DurableBurst, DurableEvent, DurableStore};
 use super::endpoint::{Endpoint, ServerConfig};
 use super::error::{ErrorCode, TransportError};
 use super::events::{envelope_meta, EventHandler, InboundEvent, OwnedEvent, Reply};
@@ -174,8 +174,11 @@ pub async fn run_session(
         unflushed: false,
         event_types: EventTypes::default(),
         backpressure: false,
+        durable_burst: DurableBurst::default(),
     };
     let end = session.run(&mut sink, &mut stream, control).await;
+    // Events collected in a burst the session left early are still claimed and handled.
+    session.durable_burst.flush();
     session.inflight.hand_off(&log);
     end
 }
@@ -196,6 +199,9 @@ struct Session<'a> {
     /// Every handler slot is busy and the socket is not read (reported through
     /// `on_backpressure` on every change).
     backpressure: bool,
+    /// The events of the read burst in progress bound for a durable store that takes
+    /// bursts (durable.rs), started together when the burst ends.
+    durable_burst: DurableBurst,
 }
 
 /// Ends a read burst ([`EventHandler::end_burst`]) when dropped, so every way out of the
@@ -371,6 +377,7 @@ impl Session<'_> {
                             None => break,
                         }
                     }
+                    self.durable_burst.flush();
                 }
                 () = &mut ping_timer, if draining.is_none() => {
                     let now = tokio::time::Instant::now();
@@ -717,7 +724,7 @@ impl Session<'_> {
                     Some(store) => {
                         let event_type = self.event_types.get(event.event_type);
                         self.track(token, ack, None, started, event_type);
-                        DurableEvent {
+                        let durable = DurableEvent {
                             store: store.clone(),
                             guard: g,
                             event: event.to_owned(),
@@ -725,8 +732,12 @@ impl Session<'_> {
                             status: self.ctx.status.clone(),
                             log: self.ctx.log.clone(),
                             timeout: self.ctx.cfg.handler_timeout,
+                        };
+                        if store.takes_bursts() {
+                            self.durable_burst.push(durable, &self.inflight.tx, token);
+                        } else {
+                            durable.spawn(self.inflight.tx.clone(), token);
                         }
-                        .spawn(self.inflight.tx.clone(), token);
                         return None;
                     }
                 },

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ack::{ack_payload, settle_dedupe, Answer, Reply, ReplySender, Settled, REPLY_DROPPED};
+use super::ack::{
+    ack_payload, settle_dedupe, Answer, HandlerResult, Reply, ReplySender, Settled, REPLY_DROPPED,
+};
 use super::dedupe::DedupeGuard;
 use super::error::TransportError;
 use super::events::{EventHandler, OwnedEvent};
@@ -86,6 +88,23 @@ impl DurableStore {
     /// How long a claim lives without its result: `handlerTimeoutMs` + 5 s.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// Whether the events of a read burst go to this store together
+    /// ([`DurableBurst`]): SQLite answers many operations from one request. Redis keeps
+    /// a task per event (its client pipelines concurrent commands on one connection).
+    pub(crate) fn takes_bursts(&self) -> bool {
+        matches!(self.backend, Backend::Sqlite(_))
+    }
+
+    /// The number of this process's next claim.
+    fn next_claim(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The token of this process's claim number `n`: a release deletes only our own claim.
+    fn owner_of(&self, n: u64) -> String {
+        format!("{}.{n}", self.owner)
     }
 
     async fn claim(&self, key: &str, owner: &str) -> Result<Claim, String> {
@@ -178,6 +197,12 @@ impl DurableEvent {
 
     /// Claims, handles and settles the event; the answer its ack carries.
     pub(crate) async fn run(self) -> Answer {
+        self.run_until(tokio::time::Instant::now() + HELD_WAIT)
+            .await
+    }
+
+    /// [`DurableEvent::run`], polling another live holder's claim until `waited_until`.
+    async fn run_until(self, waited_until: tokio::time::Instant) -> Answer {
         let DurableEvent {
             store,
             guard,
@@ -188,12 +213,7 @@ impl DurableEvent {
             timeout,
         } = self;
         let key = event.event_id.clone().unwrap_or_default();
-        let owner = format!(
-            "{}.{}",
-            store.owner,
-            store.next.fetch_add(1, Ordering::Relaxed)
-        );
-        let waited_until = tokio::time::Instant::now() + HELD_WAIT;
+        let owner = store.owner_of(store.next_claim());
         let owned = loop {
             match noted(store.claim(&key, &owner).await, "claim", &status, &log) {
                 Some(Claim::Owned) => break true,
@@ -263,4 +283,263 @@ pub(crate) async fn call_handler(
         event.event_type.as_deref(),
         log,
     )
+}
+
+/// The events of one read burst that this process owns locally, bound for a store that
+/// takes bursts ([`DurableStore::takes_bursts`]). The session collects them while it
+/// reads and [`DurableBurst::flush`]es them when the burst ends: one task, one claim
+/// request and one hand-over to the handler for the whole burst, instead of a task, a
+/// request and a wake per event. Dropped unflushed (a session ended mid-burst), it
+/// flushes itself, so no collected event is left unhandled.
+#[derive(Default)]
+pub(crate) struct DurableBurst {
+    events: Vec<(u64, DurableEvent)>,
+    tx: Option<ReplySender>,
+}
+
+impl DurableBurst {
+    /// Adds an event; its answer goes to `tx` under `token`.
+    pub(crate) fn push(&mut self, event: DurableEvent, tx: &ReplySender, token: u64) {
+        if self.tx.is_none() {
+            self.tx = Some(tx.clone());
+        }
+        self.events.push((token, event));
+    }
+
+    /// Starts the collected events' task, if any were collected.
+    pub(crate) fn flush(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.events);
+        if let Some(tx) = self.tx.take() {
+            tokio::spawn(run_burst(events, tx));
+        }
+    }
+}
+
+impl Drop for DurableBurst {
+    fn drop(&mut self) {
+        if !self.events.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            self.flush();
+        }
+    }
+}
+
+/// One handler of a burst that has not answered yet, with what settling it needs.
+struct Running {
+    token: u64,
+    guard: DedupeGuard<AckPayload>,
+    event: OwnedEvent,
+    /// The number of our claim, `None` when the claim failed (the store unreachable).
+    claim: Option<u64>,
+}
+
+/// Claims a burst's events in one request, hands the owned ones to the handler together
+/// (in arrival order), and stores their outcomes as they come, every outcome ready at
+/// once in one request. Each ack is sent only after its outcome committed, as
+/// [`DurableEvent::run`] does for one event.
+///
+/// The handlers answer into one queue of the burst's own (by index), as they answer a
+/// session: bare 200s answered together arrive as one message, and one timer bounds the
+/// whole burst, whose handlers all started together (no oneshot, timer or wake per
+/// event).
+async fn run_burst(events: Vec<(u64, DurableEvent)>, tx: ReplySender) {
+    let Some((_, first)) = events.first() else {
+        return;
+    };
+    let store = first.store.clone();
+    let (handler, status, log, timeout) = (
+        first.handler.clone(),
+        first.status.clone(),
+        first.log.clone(),
+        first.timeout,
+    );
+    let Backend::Sqlite(sqlite) = &store.backend else {
+        // Only SQLite takes bursts; anything else goes the way of one event each.
+        for (token, event) in events {
+            event.spawn(tx.clone(), token);
+        }
+        return;
+    };
+    let waited_until = tokio::time::Instant::now() + HELD_WAIT;
+    let first_claim = store.next.fetch_add(events.len() as u64, Ordering::Relaxed);
+    let ops = events
+        .iter()
+        .enumerate()
+        .map(|(i, (_, e))| Op::Claim {
+            key: e.event.event_id.clone().unwrap_or_default(),
+            owner: store.owner_of(first_claim + i as u64),
+            lease: store.lease,
+        })
+        .collect();
+    let claims = match sqlite.run_many(ops).await {
+        Ok(found) => found
+            .into_iter()
+            .map(|c| Ok(c.unwrap_or(Claim::Held)))
+            .collect(),
+        Err(e) => vec![Err(e); events.len()],
+    };
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    let mut running: Vec<Option<Running>> = Vec::with_capacity(events.len());
+    let mut left = 0;
+    handler.begin_burst();
+    for ((n, (token, event)), claim) in (first_claim..).zip(events).zip(claims) {
+        let claim = match noted(claim, "claim", &status, &log) {
+            Some(Claim::Owned) => Some(n),
+            // Unreachable: handled anyway, at least once.
+            None => None,
+            Some(Claim::Done(v)) => {
+                Counters::bump(&status.counters.duplicates);
+                let key = event.event.event_id.as_deref().unwrap_or_default();
+                log.debug(|| format!("event {key} was already handled (the dedupe store has its result); acking the re-delivery with it"));
+                settle_dedupe(Some(event.guard), &v, Instant::now());
+                let _ = tx.send(Settled::One(token, Answer::Known(v)));
+                continue;
+            }
+            Some(Claim::Held) => {
+                // Rare (another process holds it): polled on its own, as one event is.
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(HELD_POLL).await;
+                    let answer = event.run_until(waited_until).await;
+                    let _ = tx.send(Settled::One(token, answer));
+                });
+                continue;
+            }
+        };
+        let reply = Reply::session(answers.clone(), running.len() as u64);
+        handler.handle(event.event.as_event(), reply);
+        running.push(Some(Running {
+            token,
+            guard: event.guard,
+            event: event.event,
+            claim,
+        }));
+        left += 1;
+    }
+    handler.end_burst();
+    drop(answers);
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+    let mut timed_out = false;
+    let started = running.len() as u64;
+    while left > 0 {
+        let mut done = Vec::new();
+        let mut take = |index: u64, result: HandlerResult| {
+            if let Some(r) = running.get_mut(index as usize).and_then(Option::take) {
+                done.push((r, result));
+            }
+        };
+        if timed_out {
+            // The burst's handlers all started together: those left are all late.
+            let t = timeout.unwrap_or_default().as_millis();
+            for i in 0..started {
+                take(
+                    i,
+                    Err(format!(
+                        "the handler did not settle within {t} ms (handlerTimeoutMs)"
+                    )),
+                );
+            }
+        } else {
+            tokio::select! {
+                first = answered.recv() => {
+                    // Every reply is answered (a dropped one answers a failure), so the
+                    // queue outlives the handlers left.
+                    let Some(first) = first else { break };
+                    let mut next = Some(first);
+                    while let Some(settled) = next.take().or_else(|| answered.try_recv().ok()) {
+                        for (index, answer) in settled.into_answers() {
+                            if let Answer::Handler(result) = answer {
+                                take(index, result);
+                            }
+                        }
+                    }
+                }
+                () = &mut expired => {
+                    timed_out = true;
+                    continue;
+                }
+            }
+        }
+        left -= done.len();
+        let done: Vec<(Running, AckPayload)> = done
+            .into_iter()
+            .map(|(r, result)| {
+                let payload = ack_payload(
+                    result,
+                    || &r.event.message_id,
+                    r.event.event_type.as_deref(),
+                    &log,
+                );
+                (r, payload)
+            })
+            .collect();
+        store_outcomes(sqlite, &store, &done, &status, &log).await;
+        let now = Instant::now();
+        let mut oks = Vec::new();
+        for (r, payload) in done {
+            settle_dedupe(Some(r.guard), &payload, now);
+            if payload == AckPayload::Ok {
+                oks.push(r.token);
+            } else {
+                let _ = tx.send(Settled::One(r.token, Answer::Known(payload)));
+            }
+        }
+        if !oks.is_empty() {
+            // Bare 200s go to the session in one message, as a JS batch's do.
+            let _ = tx.send(Settled::Ok(oks));
+        }
+    }
+}
+
+/// Stores the outcomes of a burst's handlers in one request: a success's result, a
+/// failure's claim released (when it was ours). Failed calls are counted per event, as
+/// one event's are.
+async fn store_outcomes(
+    sqlite: &SqliteStore,
+    store: &DurableStore,
+    done: &[(Running, AckPayload)],
+    status: &StatusStore,
+    log: &Log,
+) {
+    let ops: Vec<Op> = done
+        .iter()
+        .filter_map(|(r, payload)| {
+            let key = r.event.event_id.clone().unwrap_or_default();
+            match (payload, r.claim) {
+                (AckPayload::Failed, Some(n)) => Some(Op::Release {
+                    key,
+                    owner: store.owner_of(n),
+                }),
+                (AckPayload::Failed, None) => None,
+                (ok, _) => Some(Op::Complete {
+                    key,
+                    value: result_value(ok),
+                    ttl: store.ttl,
+                }),
+            }
+        })
+        .collect();
+    if ops.is_empty() {
+        return;
+    }
+    let count = ops.len();
+    match sqlite.run_many(ops).await {
+        Ok(_) => {
+            noted(Ok(()), "store the result", status, log);
+        }
+        Err(e) => {
+            for _ in 0..count {
+                noted::<()>(Err(e.clone()), "store the result", status, log);
+            }
+        }
+    }
 }

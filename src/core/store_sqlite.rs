@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 use super::error::TransportError;
@@ -40,10 +40,14 @@ pub enum Op {
 }
 
 type Answer = Result<Option<Claim>, String>;
+/// The answers to a request of many operations, one per operation, in order.
+type Answers = Result<Vec<Option<Claim>>, String>;
 
+/// One request: its operations are answered together, after the transaction holding
+/// them committed.
 struct Job {
-    op: Op,
-    reply: oneshot::Sender<Answer>,
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Answers>,
 }
 
 /// The handle of the store thread; the thread ends when the last handle is dropped.
@@ -51,13 +55,16 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
 }
 
-/// Requests answered by one transaction at most: bounds how long the first of them
-/// waits for the last.
+/// Operations answered by one transaction at most (a request is never split): bounds how
+/// long the first of them waits for the last.
 const MAX_BATCH: usize = 512;
 /// How long the thread waits for more requests after the first of a batch.
 const LINGER: Duration = Duration::from_micros(300);
-/// How often expired rows are deleted.
+/// How often a sweep of expired rows starts.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Rows a sweep reads per transaction: the write lock, which other processes on the
+/// file wait for, is held for a bounded scan however large the table.
+const SWEEP_CHUNK: i64 = 2048;
 /// How long a write waits for another process's transaction on the same file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,8 +76,7 @@ CREATE TABLE IF NOT EXISTS feishu_transport_dedupe (
   expires_at INTEGER NOT NULL,
   PRIMARY KEY (app_id, event_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS feishu_transport_dedupe_expiry
-  ON feishu_transport_dedupe (expires_at);
+DROP INDEX IF EXISTS feishu_transport_dedupe_expiry;
 ";
 
 impl SqliteStore {
@@ -99,9 +105,16 @@ impl SqliteStore {
     /// Runs `op` on the store thread. `Ok(None)` for writes, `Ok(Some(claim))` for a
     /// claim.
     pub async fn run(&self, op: Op) -> Answer {
+        let mut answers = self.run_many(vec![op]).await?;
+        Ok(answers.pop().flatten())
+    }
+
+    /// Runs `ops` in one request (one channel send and one wake, in one transaction),
+    /// answered one per operation, in order.
+    pub async fn run_many(&self, ops: Vec<Op>) -> Answers {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { op, reply })
+            .send(Job { ops, reply })
             .map_err(|_| "the SQLite store thread is gone".to_string())?;
         rx.await
             .map_err(|_| "the SQLite store thread is gone".to_string())?
@@ -127,17 +140,30 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 /// The statements of the store thread, prepared once for its life (rusqlite's own
 /// statement cache would bring in a hasher under a license the project has not taken).
 struct Statements<'c> {
+    insert: rusqlite::Statement<'c>,
     read: rusqlite::Statement<'c>,
+    update: rusqlite::Statement<'c>,
     write: rusqlite::Statement<'c>,
     release: rusqlite::Statement<'c>,
-    sweep: rusqlite::Statement<'c>,
+    scan: rusqlite::Statement<'c>,
+    delete_expired: rusqlite::Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
     fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
         Ok(Statements {
+            // A claim is one insert when the key is free (the common case); only a
+            // conflict reads the row.
+            insert: conn.prepare(
+                "INSERT INTO feishu_transport_dedupe (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?,
             read: conn.prepare(
-                "SELECT value FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND expires_at > ?3",
+                "SELECT value, expires_at FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2",
+            )?,
+            // A result replaces its claim in place (INSERT OR REPLACE deletes the row
+            // and inserts it again).
+            update: conn.prepare(
+                "UPDATE feishu_transport_dedupe SET value = ?3, expires_at = ?4 WHERE app_id = ?1 AND event_id = ?2",
             )?,
             write: conn.prepare(
                 "INSERT OR REPLACE INTO feishu_transport_dedupe (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -145,13 +171,21 @@ impl<'c> Statements<'c> {
             release: conn.prepare(
                 "DELETE FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
             )?,
-            // Every app's expired rows: the file may be shared by several bots.
-            sweep: conn.prepare("DELETE FROM feishu_transport_dedupe WHERE expires_at <= ?1")?,
+            // The sweep walks the primary key, every app's rows (the file may be
+            // shared by several bots), a chunk at a time: no index on `expires_at`,
+            // which every claim and result would otherwise update too.
+            scan: conn.prepare(
+                "SELECT app_id, event_id, expires_at FROM feishu_transport_dedupe WHERE (app_id, event_id) > (?1, ?2) ORDER BY app_id, event_id LIMIT ?3",
+            )?,
+            delete_expired: conn.prepare(
+                "DELETE FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND expires_at <= ?3",
+            )?,
         })
     }
 }
 
-/// The store thread: answers queued requests in batches until every handle is gone.
+/// The store thread: answers queued requests in batches until every handle is gone, and
+/// sweeps expired rows a chunk at a time.
 fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
     let mut stmts = match Statements::prepare(&conn) {
         Ok(s) => s,
@@ -165,40 +199,72 @@ fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
             return;
         }
     };
-    let mut last_sweep = Instant::now();
-    while let Ok(first) = jobs.recv() {
-        // Requests come one per event from many tasks: waiting a moment for the ones
-        // right behind the first lets one commit serve a burst (a commit per request
-        // was the store's main cost), for at most `LINGER` of latency.
+    let mut sweep = Sweep {
+        next_at: Instant::now() + SWEEP_EVERY,
+        cursor: None,
+    };
+    loop {
+        let first = if sweep.cursor.is_some() {
+            // Sweeping: requests first, and the sweep's next chunk while none waits.
+            match jobs.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = super::status::now_ms() as i64;
+                    let swept = transaction(&conn, || sweep.chunk(&mut stmts, now));
+                    if swept.is_err() {
+                        // Tried again at the next sweep; reads ignore expired rows anyway.
+                        sweep.cursor = None;
+                    }
+                    continue;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match jobs.recv_timeout(sweep.next_at.saturating_duration_since(Instant::now())) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    sweep.start();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        // Requests come from many tasks: waiting a moment for the ones right behind the
+        // first lets one commit serve a burst (a commit per request was the store's
+        // main cost), for at most `LINGER` of latency.
+        let mut ops = first.ops.len();
         let mut batch = vec![first];
         let until = Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
+        while ops < MAX_BATCH {
             let left = until.saturating_duration_since(Instant::now());
             match jobs.recv_timeout(left) {
-                Ok(job) => batch.push(job),
+                Ok(job) => {
+                    ops += job.ops.len();
+                    batch.push(job);
+                }
                 Err(_) => break,
             }
         }
-        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
-        if sweep {
-            last_sweep = Instant::now();
+        if sweep.cursor.is_none() && Instant::now() >= sweep.next_at {
+            sweep.start();
         }
-        // One immediate transaction (the write lock taken up front, so two processes
-        // never both read a key as free and both claim it), rolled back on any error.
-        let applied = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .and_then(|()| apply(&mut stmts, app_id, &batch, sweep))
-            .and_then(|answers| conn.execute_batch("COMMIT").map(|()| answers));
+        let now = super::status::now_ms() as i64;
+        let applied = transaction(&conn, || {
+            let answers = apply(&mut stmts, app_id, &batch, now)?;
+            // Under a steady load the queue is never empty: the sweep advances by a
+            // chunk inside the batches' transactions too.
+            sweep.chunk(&mut stmts, now)?;
+            Ok(answers)
+        });
         match applied {
             Ok(answers) => {
-                for (job, answer) in batch.into_iter().zip(answers) {
-                    let _ = job.reply.send(Ok(answer));
+                let mut answers = answers.into_iter();
+                for job in batch {
+                    let mine = answers.by_ref().take(job.ops.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
                 }
             }
             Err(e) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
                 let why = format!("SQLite: {e}");
                 for job in batch {
                     let _ = job.reply.send(Err(why.clone()));
@@ -208,40 +274,105 @@ fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Applies `batch` inside the caller's transaction.
+/// Runs `f` in one immediate transaction (the write lock taken up front, so two
+/// processes never both read a key as free and both claim it), rolled back on any error.
+fn transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let done = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .and_then(|()| f())
+        .and_then(|v| conn.execute_batch("COMMIT").map(|()| v));
+    if done.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
+/// Where the sweep of expired rows is: it walks the primary key a chunk per
+/// transaction, so it never holds the file's write lock for a whole-table scan.
+struct Sweep {
+    next_at: Instant,
+    /// The key the next chunk starts at; `None` between sweeps.
+    cursor: Option<(String, String)>,
+}
+
+impl Sweep {
+    fn start(&mut self) {
+        self.cursor = Some((String::new(), String::new()));
+        self.next_at = Instant::now() + SWEEP_EVERY;
+    }
+
+    /// Deletes the expired rows among the next `SWEEP_CHUNK` keys (of every app: the
+    /// file may be shared by several bots); the sweep ends at the table's end.
+    fn chunk(&mut self, stmts: &mut Statements<'_>, now: i64) -> rusqlite::Result<()> {
+        let Some((app, event)) = self.cursor.take() else {
+            return Ok(());
+        };
+        let mut expired = Vec::new();
+        let mut read = 0;
+        let mut last = (app, event);
+        // `>=` the last key of the chunk before: that one is read again, which keeps
+        // the first chunk (from the empty key) simple.
+        let mut rows = stmts.scan.query(params![last.0, last.1, SWEEP_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            let key: (String, String) = (row.get(0)?, row.get(1)?);
+            if row.get::<_, i64>(2)? <= now {
+                expired.push(key.clone());
+            }
+            last = key;
+        }
+        drop(rows);
+        for (app, event) in &expired {
+            stmts.delete_expired.execute(params![app, event, now])?;
+        }
+        if read == SWEEP_CHUNK {
+            self.cursor = Some(last);
+        }
+        Ok(())
+    }
+}
+
+/// Applies `batch`'s operations, in order, inside the caller's transaction.
 fn apply(
     stmts: &mut Statements<'_>,
     app_id: &str,
     batch: &[Job],
-    sweep: bool,
+    now: i64,
 ) -> rusqlite::Result<Vec<Option<Claim>>> {
-    let now = super::status::now_ms() as i64;
     let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut answers = Vec::with_capacity(batch.len());
-    for job in batch {
-        answers.push(match &job.op {
+    for op in batch.iter().flat_map(|job| &job.ops) {
+        answers.push(match op {
             Op::Claim { key, owner, lease } => {
-                let live: Option<Vec<u8>> = stmts
-                    .read
-                    .query_row(params![app_id, key, now], |r| r.get(0))
-                    .optional()?;
-                match live {
-                    Some(value) => Some(decode(&value)),
-                    None => {
-                        stmts.write.execute(params![
-                            app_id,
-                            key,
-                            claim_value(owner),
-                            now.saturating_add(ms(lease))
-                        ])?;
+                let value = claim_value(owner);
+                let until = now.saturating_add(ms(lease));
+                if stmts.insert.execute(params![app_id, key, value, until])? == 1 {
+                    Some(Claim::Owned)
+                } else {
+                    // Taken: a live value answers the claim; an expired one (a crashed
+                    // holder's claim, an old result the sweep has not reached) is
+                    // taken over.
+                    let (stored, expires_at): (Vec<u8>, i64) = stmts
+                        .read
+                        .query_row(params![app_id, key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    if expires_at > now {
+                        Some(decode(&stored))
+                    } else {
+                        stmts.update.execute(params![app_id, key, value, until])?;
                         Some(Claim::Owned)
                     }
                 }
             }
             Op::Complete { key, value, ttl } => {
-                stmts
-                    .write
-                    .execute(params![app_id, key, value, now.saturating_add(ms(ttl))])?;
+                let until = now.saturating_add(ms(ttl));
+                // The claim is normally there to replace; a row swept or released
+                // meanwhile is written anew.
+                if stmts.update.execute(params![app_id, key, value, until])? == 0 {
+                    stmts.write.execute(params![app_id, key, value, until])?;
+                }
                 None
             }
             Op::Release { key, owner } => {
@@ -251,9 +382,6 @@ fn apply(
                 None
             }
         });
-    }
-    if sweep {
-        stmts.sweep.execute(params![now])?;
     }
     Ok(answers)
 }
@@ -282,6 +410,21 @@ mod tests {
         }
     }
 
+    fn release(key: &str, owner: &str) -> Op {
+        Op::Release {
+            key: key.into(),
+            owner: owner.into(),
+        }
+    }
+
+    fn complete(key: &str, payload: &AckPayload, ttl_ms: u64) -> Op {
+        Op::Complete {
+            key: key.into(),
+            value: result_value(payload),
+            ttl: Duration::from_millis(ttl_ms),
+        }
+    }
+
     #[tokio::test]
     async fn claim_complete_release_and_share_across_handles() {
         let path = temp("basic");
@@ -302,13 +445,7 @@ mod tests {
             "keys are namespaced by app id"
         );
         let data = AckPayload::OkWithData(b"{\"ok\":1}".to_vec());
-        a.run(Op::Complete {
-            key: "e1".into(),
-            value: result_value(&data),
-            ttl: Duration::from_secs(60),
-        })
-        .await
-        .unwrap();
+        a.run(complete("e1", &data, 60_000)).await.unwrap();
         assert_eq!(
             b.run(claim("e1", "b:2", 60_000)).await,
             Ok(Some(Claim::Done(data)))
@@ -318,22 +455,12 @@ mod tests {
             a.run(claim("e2", "a:2", 60_000)).await,
             Ok(Some(Claim::Owned))
         );
-        b.run(Op::Release {
-            key: "e2".into(),
-            owner: "b:9".into(),
-        })
-        .await
-        .unwrap();
+        b.run(release("e2", "b:9")).await.unwrap();
         assert_eq!(
             b.run(claim("e2", "b:3", 60_000)).await,
             Ok(Some(Claim::Held))
         );
-        a.run(Op::Release {
-            key: "e2".into(),
-            owner: "a:2".into(),
-        })
-        .await
-        .unwrap();
+        a.run(release("e2", "a:2")).await.unwrap();
         assert_eq!(
             b.run(claim("e2", "b:4", 60_000)).await,
             Ok(Some(Claim::Owned))
@@ -351,19 +478,118 @@ mod tests {
         assert_eq!(s.run(claim("e1", "b:1", 50)).await, Ok(Some(Claim::Held)));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.run(claim("e1", "b:2", 50)).await, Ok(Some(Claim::Owned)));
-        s.run(Op::Complete {
-            key: "e1".into(),
-            value: result_value(&AckPayload::Ok),
-            ttl: Duration::from_millis(50),
-        })
-        .await
-        .unwrap();
+        s.run(complete("e1", &AckPayload::Ok, 50)).await.unwrap();
         assert_eq!(
             s.run(claim("e1", "c:1", 50)).await,
             Ok(Some(Claim::Done(AckPayload::Ok)))
         );
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.run(claim("e1", "c:2", 50)).await, Ok(Some(Claim::Owned)));
+    }
+
+    #[tokio::test]
+    async fn a_batched_claim_answers_each_key_by_what_it_finds() {
+        let path = temp("batch");
+        let s = SqliteStore::open(&path, "cli_a").unwrap();
+        let other = SqliteStore::open(&path, "cli_a").unwrap();
+        s.run(claim("done", "a:1", 60_000)).await.unwrap();
+        s.run(complete("done", &AckPayload::Ok, 60_000))
+            .await
+            .unwrap();
+        other.run(claim("held", "b:1", 60_000)).await.unwrap();
+        other.run(claim("expired", "b:2", 1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let found = s
+            .run_many(vec![
+                claim("done", "a:2", 60_000),
+                claim("held", "a:3", 60_000),
+                claim("expired", "a:4", 60_000),
+                claim("free", "a:5", 60_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Some(Claim::Done(AckPayload::Ok)),
+                Some(Claim::Held),
+                Some(Claim::Owned),
+                Some(Claim::Owned),
+            ]
+        );
+        // The expired claim was taken over: it is ours now, released by our token only.
+        other.run(release("expired", "b:2")).await.unwrap();
+        assert_eq!(
+            other.run(claim("expired", "b:3", 60_000)).await,
+            Ok(Some(Claim::Held))
+        );
+        s.run(release("expired", "a:4")).await.unwrap();
+        assert_eq!(
+            other.run(claim("expired", "b:4", 60_000)).await,
+            Ok(Some(Claim::Owned))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_result_whose_claim_is_gone_is_still_stored() {
+        let path = temp("gone");
+        let s = SqliteStore::open(&path, "cli_a").unwrap();
+        s.run(claim("e1", "a:1", 60_000)).await.unwrap();
+        s.run(release("e1", "a:1")).await.unwrap();
+        s.run(complete("e1", &AckPayload::Ok, 60_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.run(claim("e1", "a:2", 60_000)).await,
+            Ok(Some(Claim::Done(AckPayload::Ok)))
+        );
+    }
+
+    #[test]
+    fn the_sweep_deletes_every_expired_row_a_chunk_at_a_time() {
+        let path = temp("sweep");
+        let conn = connect(&path).unwrap();
+        let mut stmts = Statements::prepare(&conn).unwrap();
+        let rows = SWEEP_CHUNK * 2 + 100;
+        // Two apps, expired and live rows interleaved across the chunks.
+        for i in 0..rows {
+            let app = if i % 3 == 0 { "cli_b" } else { "cli_a" };
+            let expires_at = if i % 2 == 0 { 1_000 } else { 3_000 };
+            stmts
+                .write
+                .execute(params![
+                    app,
+                    format!("e{i:06}"),
+                    b"D".as_slice(),
+                    expires_at
+                ])
+                .unwrap();
+        }
+        let mut sweep = Sweep {
+            next_at: Instant::now(),
+            cursor: None,
+        };
+        sweep.start();
+        let mut chunks = 0;
+        while sweep.cursor.is_some() {
+            sweep.chunk(&mut stmts, 2_000).unwrap();
+            chunks += 1;
+        }
+        assert!(chunks >= 3, "{chunks} chunks");
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM feishu_transport_dedupe", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let live: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM feishu_transport_dedupe WHERE expires_at > 2000",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(live, rows / 2);
+        assert_eq!(left, live, "every expired row is gone, every live one kept");
     }
 
     #[test]
