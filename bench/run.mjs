@@ -613,7 +613,8 @@ const METRICS = {
 function scenarioTable(n, rounds) {
   const rows = []
   for (const [label, f, digits, better] of METRICS[n]) {
-    const o = f(rounds.official)
+    // --native-only runs no official rounds: its column is empty, not a crash.
+    const o = rounds.official ? f(rounds.official) : null
     const v = f(rounds.native)
     const ratio = o && v !== null ? v / o : null
     const raw = rounds.raw && rounds.raw.length ? f(rounds.raw) : undefined
