@@ -7,7 +7,8 @@
 //! certificates always verified. A claim is one round trip (a
 //! Lua script: read the key, or set it with the lease if it is free, atomically, so two
 //! processes never both own an event); a result is one `SET … PX ttl`; a failure's
-//! release is one script that deletes the key only while it still holds our claim.
+//! release is one script that deletes the key only while it still holds our claim, and a
+//! renewal of a running handler's claim one that extends its expiry only while it does.
 //! Key expiry does the sweeping.
 
 use std::sync::OnceLock;
@@ -36,6 +37,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Extends the key's expiry to ARGV[2] ms only while it still holds our claim (ARGV[1]):
+/// 1 when it did, 0 when the claim is gone, someone else's, or replaced by a result.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
 /// Bounds every command, so an unreachable server delays an event by this at most before
 /// it is handled without the store.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +56,7 @@ pub struct RedisStore {
     prefix: String,
     claim: Script,
     release: Script,
+    renew: Script,
 }
 
 impl RedisStore {
@@ -85,6 +94,7 @@ impl RedisStore {
             prefix: format!("feishu-transport:dedupe:{app_id}:"),
             claim: Script::new(CLAIM),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
         })
     }
 
@@ -156,6 +166,24 @@ impl RedisStore {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(drop)
+            .map_err(|e| failure(&e))
+    }
+
+    /// Extends our claim by `lease` while it is still ours: `Ok(false)` when it is not.
+    pub async fn renew(
+        &self,
+        event_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, String> {
+        let mut conn = self.connection()?;
+        self.renew
+            .key(self.key(event_id))
+            .arg(claim_value(owner))
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|n| n == 1)
             .map_err(|e| failure(&e))
     }
 }
