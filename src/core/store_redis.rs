@@ -196,3 +196,87 @@ fn failure(e: &redis::RedisError) -> String {
         None => format!("Redis: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::frame::AckPayload;
+    use crate::core::store::result_value;
+
+    /// A real redis-server on a free loopback port (no persistence), killed on drop.
+    struct Server {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl Server {
+        async fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: this test needs a real one (apt-get install -y redis-server; .ci/run installs it)");
+            let server = Server { child, port };
+            let up = async {
+                while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), up)
+                .await
+                .expect("redis-server did not listen within 10 s");
+            server
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_extends_only_our_own_claim() {
+        let server = Server::start().await;
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let s = RedisStore::open(&url, "cli_a", &TlsOptions::default()).unwrap();
+        let lease = Duration::from_millis(300);
+        assert_eq!(s.claim("e1", "a:1", lease).await, Ok(Claim::Owned));
+        // Renewed past its first lease: still held a lease and a half later.
+        tokio::time::sleep(lease * 2 / 3).await;
+        assert_eq!(s.renew("e1", "a:1", lease).await, Ok(true));
+        tokio::time::sleep(lease * 2 / 3).await;
+        assert_eq!(s.claim("e1", "b:1", lease).await, Ok(Claim::Held));
+        // Another owner's claim (a takeover) is neither extended nor ours.
+        assert_eq!(s.renew("gone", "a:2", lease).await, Ok(false));
+        assert_eq!(s.claim("e3", "b:3", lease / 3).await, Ok(Claim::Owned));
+        assert_eq!(s.renew("e3", "a:3", lease * 100).await, Ok(false));
+        tokio::time::sleep(lease / 2).await;
+        assert_eq!(
+            s.claim("e3", "c:3", lease).await,
+            Ok(Claim::Owned),
+            "the other owner's claim expired on its own lease"
+        );
+        // A result is not a claim: a late renewal leaves its expiry as it is.
+        s.complete("e1", result_value(&AckPayload::Ok), lease / 3)
+            .await
+            .unwrap();
+        assert_eq!(s.renew("e1", "a:1", lease * 100).await, Ok(false));
+        assert_eq!(
+            s.claim("e1", "d:1", lease).await,
+            Ok(Claim::Done(AckPayload::Ok))
+        );
+        tokio::time::sleep(lease / 2).await;
+        assert_eq!(s.claim("e1", "d:2", lease).await, Ok(Claim::Owned));
+    }
+}
