@@ -710,15 +710,37 @@ mod tests {
     /// A short lease, so a handler can outlive several of them in a test.
     const LEASE: Duration = Duration::from_millis(300);
 
-    /// A SQLite store with the short lease, renewing as with `handlerTimeoutMs: 0`.
-    fn store(path: &std::path::Path) -> Arc<DurableStore> {
-        let sqlite = SqliteStore::open(path, "cli_a").unwrap();
+    /// A store with the short lease, renewing as with `handlerTimeoutMs: 0`.
+    fn store(backend: Backend) -> Arc<DurableStore> {
         Arc::new(DurableStore::new(
-            Backend::Sqlite(sqlite),
+            backend,
             Duration::from_secs(60),
             LEASE,
             true,
         ))
+    }
+
+    fn sqlite(path: &std::path::Path) -> Backend {
+        Backend::Sqlite(SqliteStore::open(path, "cli_a").unwrap())
+    }
+
+    /// Another process sharing the store, claiming events as a delivery there would.
+    struct Other(Backend);
+
+    impl Other {
+        async fn claim(&self, id: &str, owner: &str) -> Option<Claim> {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let op = Op::Claim {
+                        key: id.into(),
+                        owner: owner.into(),
+                        lease: LEASE,
+                    };
+                    s.run(op).await.unwrap()
+                }
+                Backend::Redis(r) => Some(r.claim(id, owner, LEASE).await.unwrap()),
+            }
+        }
     }
 
     /// Answers each event with a bare 200 after `hold`.
@@ -766,7 +788,7 @@ mod tests {
         log: Log,
     }
 
-    fn setup(path: &std::path::Path, hold: Duration) -> Setup {
+    fn setup(backend: Backend, hold: Duration) -> Setup {
         let lines = Arc::new(Lines::default());
         let log = Log::new(
             lines.clone(),
@@ -774,7 +796,7 @@ mod tests {
             Arc::new(Redactor::new(Vec::<String>::new())),
         );
         Setup {
-            store: store(path),
+            store: store(backend),
             dedupe: Dedupe::new(DedupeConfig::default()),
             handler: Arc::new(Slow {
                 hold,
@@ -811,21 +833,12 @@ mod tests {
     /// What another process sharing the file finds for `id`, claiming it every 50 ms
     /// until `done` answers or the result is stored; every claim it makes meanwhile must
     /// find the event held. Answers how many did, and `done`'s output.
-    async fn held_until<T>(
-        other: &SqliteStore,
-        id: &str,
-        done: tokio::task::JoinHandle<T>,
-    ) -> (u32, T) {
+    async fn held_until<T>(other: &Other, id: &str, done: tokio::task::JoinHandle<T>) -> (u32, T) {
         let mut held = 0;
         let mut n = 0;
         while !done.is_finished() {
             n += 1;
-            let op = Op::Claim {
-                key: id.into(),
-                owner: format!("other.{n}"),
-                lease: LEASE,
-            };
-            let found = other.run(op).await.unwrap();
+            let found = other.claim(id, &format!("other.{n}")).await;
             // The result may be stored a moment before the task ends.
             if done.is_finished() || matches!(found, Some(Claim::Done(_))) {
                 break;
@@ -837,37 +850,44 @@ mod tests {
         (held, done.await.unwrap())
     }
 
-    async fn claim_by_other(other: &SqliteStore, id: &str) -> Option<Claim> {
-        let op = Op::Claim {
-            key: id.into(),
-            owner: "other.last".into(),
-            lease: LEASE,
-        };
-        other.run(op).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn one_event_keeps_its_claim_while_its_handler_outlives_the_lease() {
-        let path = temp("one");
-        let s = setup(&path, LEASE * 4);
-        let other = SqliteStore::open(&path, "cli_a").unwrap();
+    /// One event's handler outlives four leases: another process finds the event held
+    /// all along, and then its result.
+    async fn one_event_keeps_its_claim(s: Setup, other: Other) {
         let run = tokio::spawn(event(&s, "e1").run());
         s.handler.called(1).await;
         let (held, answer) = held_until(&other, "e1", run).await;
         assert!(held >= 5, "held for {held} claims only");
         assert!(matches!(answer, Answer::Known(AckPayload::Ok)));
         assert_eq!(
-            claim_by_other(&other, "e1").await,
+            other.claim("e1", "other.last").await,
             Some(Claim::Done(AckPayload::Ok))
         );
         assert_eq!(s.status.counters.store_errors.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
+    async fn one_event_keeps_its_claim_while_its_handler_outlives_the_lease() {
+        let path = temp("one");
+        let other = Other(sqlite(&path));
+        one_event_keeps_its_claim(setup(sqlite(&path), LEASE * 4), other).await;
+    }
+
+    #[tokio::test]
+    async fn one_event_keeps_its_redis_claim_while_its_handler_outlives_the_lease() {
+        let server = crate::core::store_redis::tests::Server::start().await;
+        let redis = || {
+            let url = format!("redis://127.0.0.1:{}", server.port);
+            let tls = crate::core::tls::TlsOptions::default();
+            Backend::Redis(Box::new(RedisStore::open(&url, "cli_a", &tls).unwrap()))
+        };
+        one_event_keeps_its_claim(setup(redis(), LEASE * 4), Other(redis())).await;
+    }
+
+    #[tokio::test]
     async fn a_burst_keeps_its_claims_while_its_handlers_outlive_the_lease() {
         let path = temp("burst");
-        let s = setup(&path, LEASE * 4);
-        let other = SqliteStore::open(&path, "cli_a").unwrap();
+        let s = setup(sqlite(&path), LEASE * 4);
+        let other = Other(sqlite(&path));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut burst = DurableBurst::default();
         burst.push(event(&s, "b1"), &tx, 1);
@@ -890,7 +910,7 @@ mod tests {
         assert!(held >= 5, "held for {held} claims only");
         for id in ["b1", "b2"] {
             assert_eq!(
-                claim_by_other(&other, id).await,
+                other.claim(id, "other.last").await,
                 Some(Claim::Done(AckPayload::Ok)),
                 "{id}"
             );
@@ -900,7 +920,7 @@ mod tests {
     #[tokio::test]
     async fn a_claim_taken_over_is_not_renewed_and_is_warned_about_once() {
         let path = temp("lost");
-        let s = setup(&path, LEASE * 5);
+        let s = setup(sqlite(&path), LEASE * 5);
         let run = tokio::spawn(event(&s, "e1").run());
         // Wait for our claim, then write another owner's into the row.
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -918,10 +938,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Their claim runs out on its own lease: our renewals did not extend it.
-        let other = SqliteStore::open(&path, "cli_a").unwrap();
+        let other = Other(sqlite(&path));
         tokio::time::sleep(LEASE + LEASE / 2).await;
         assert!(!run.is_finished());
-        assert_eq!(claim_by_other(&other, "e1").await, Some(Claim::Owned));
+        assert_eq!(other.claim("e1", "other.last").await, Some(Claim::Owned));
         run.await.unwrap();
         let warned = s
             .lines

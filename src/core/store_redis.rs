@@ -198,19 +198,20 @@ fn failure(e: &redis::RedisError) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::frame::AckPayload;
     use crate::core::store::result_value;
 
-    /// A real redis-server on a free loopback port (no persistence), killed on drop.
-    struct Server {
+    /// A real redis-server on a free loopback port (no persistence), killed on drop (also
+    /// used by durable.rs's tests).
+    pub(crate) struct Server {
         child: std::process::Child,
-        port: u16,
+        pub(crate) port: u16,
     }
 
     impl Server {
-        async fn start() -> Server {
+        pub(crate) async fn start() -> Server {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
