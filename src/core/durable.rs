@@ -9,7 +9,9 @@
 //!      stored result, without calling the handler;
 //!    - held by another live claim: wait up to [`HELD_WAIT`] for its outcome, then ack
 //!      500 so Feishu re-delivers later (README, Reliability, says why);
-//! 2. call the handler (bounded by `handlerTimeoutMs`);
+//! 2. call the handler (bounded by `handlerTimeoutMs`); with the timeout off, renew the
+//!    claim every third of its lease while the handler runs ([`DurableStore::renew_every`]),
+//!    so a long handler keeps it;
 //! 3. store a success *before* its ack is written; release the claim after a failure.
 //!
 //! An unreachable store never loses an event: it is handled anyway (at-least-once),
@@ -54,6 +56,9 @@ pub struct DurableStore {
     backend: Backend,
     ttl: Duration,
     lease: Duration,
+    /// How often a running handler's claim is renewed; `None` while `handlerTimeoutMs`
+    /// bounds handlers (always under the lease, so nothing to renew).
+    renew_every: Option<Duration>,
     /// This process's claims are `owner.N`: a release deletes only our own claim.
     owner: String,
     next: AtomicU64,
@@ -76,18 +81,37 @@ impl DurableStore {
             StoreSpec::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, app_id)?),
             StoreSpec::Redis(url) => Backend::Redis(Box::new(RedisStore::open(url, app_id, tls)?)),
         };
-        Ok(Some(Arc::new(DurableStore {
+        let lease = handler_timeout.unwrap_or(LEASE_WITHOUT_TIMEOUT) + LEASE_MARGIN;
+        Ok(Some(Arc::new(DurableStore::new(
             backend,
             ttl,
-            lease: handler_timeout.unwrap_or(LEASE_WITHOUT_TIMEOUT) + LEASE_MARGIN,
+            lease,
+            handler_timeout.is_none(),
+        ))))
+    }
+
+    fn new(backend: Backend, ttl: Duration, lease: Duration, renews: bool) -> DurableStore {
+        DurableStore {
+            backend,
+            ttl,
+            lease,
+            renew_every: renews.then_some(lease / 3),
             owner: format!("{}.{:016x}", std::process::id(), rand::random::<u64>()),
             next: AtomicU64::new(0),
-        })))
+        }
     }
 
     /// How long a claim lives without its result: `handlerTimeoutMs` + 5 s.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// How often the claim of a running handler is renewed: every third of the lease when
+    /// `handlerTimeoutMs` is off (0), so a handler that runs for longer than the lease
+    /// keeps its claim (two renewals may fail or be late before it lapses); `None` when
+    /// the timeout is set, since it always ends a handler before its lease does.
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.renew_every
     }
 
     /// Whether the events of a read burst go to this store together
@@ -133,6 +157,33 @@ impl DurableStore {
                 s.run(op).await.map(drop)
             }
             Backend::Redis(r) => r.complete(key, value, self.ttl).await,
+        }
+    }
+
+    /// Renews our claims `(key, claim number)` by a lease from now, each only while it is
+    /// still ours: `true` for each renewed, `false` for each found gone or taken over.
+    /// SQLite renews them all in one request.
+    async fn renew(&self, claims: &[(String, u64)]) -> Result<Vec<bool>, String> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let ops = claims
+                    .iter()
+                    .map(|(key, n)| Op::Renew {
+                        key: key.clone(),
+                        owner: self.owner_of(*n),
+                        lease: self.lease,
+                    })
+                    .collect();
+                let found = s.run_many(ops).await?;
+                Ok(found.into_iter().map(|c| c == Some(Claim::Owned)).collect())
+            }
+            Backend::Redis(r) => {
+                let mut renewed = Vec::with_capacity(claims.len());
+                for (key, n) in claims {
+                    renewed.push(r.renew(key, &self.owner_of(*n), self.lease).await?);
+                }
+                Ok(renewed)
+            }
         }
     }
 
@@ -213,7 +264,8 @@ impl DurableEvent {
             timeout,
         } = self;
         let key = event.event_id.clone().unwrap_or_default();
-        let owner = store.owner_of(store.next_claim());
+        let claim = store.next_claim();
+        let owner = store.owner_of(claim);
         let owned = loop {
             match noted(store.claim(&key, &owner).await, "claim", &status, &log) {
                 Some(Claim::Owned) => break true,
@@ -236,7 +288,17 @@ impl DurableEvent {
                 }
             }
         };
-        let payload = call_handler(&handler, event, timeout, &log).await;
+        let handled = call_handler(&handler, event, timeout, &log);
+        let payload = match store.renew_every().filter(|_| owned) {
+            None => handled.await,
+            Some(every) => {
+                let keep = keep_claim(&store, &key, claim, every, &status, &log);
+                tokio::select! {
+                    payload = handled => payload,
+                    never = keep => match never {},
+                }
+            }
+        };
         if payload == AckPayload::Failed {
             if owned {
                 noted(store.release(&key, &owner).await, "release", &status, &log);
@@ -253,6 +315,36 @@ impl DurableEvent {
         settle_dedupe(Some(guard), &payload, Instant::now());
         Answer::Known(payload)
     }
+}
+
+/// Renews the claim number `claim` on `key` every `every` for as long as it is polled
+/// (the caller drops it when the handler settles). A claim found no longer ours is
+/// warned about once and renewed no more; a failed renewal is counted like any store call
+/// and tried again at the next tick.
+async fn keep_claim(
+    store: &DurableStore,
+    key: &str,
+    claim: u64,
+    every: Duration,
+    status: &StatusStore,
+    log: &Log,
+) -> std::convert::Infallible {
+    let claims = [(key.to_string(), claim)];
+    loop {
+        tokio::time::sleep(every).await;
+        if let Some(renewed) = noted(store.renew(&claims).await, "renew a claim", status, log) {
+            if renewed.first() == Some(&false) {
+                lost_claim(key, store, log);
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+/// The warning for a running handler's claim found gone or taken over at its renewal.
+fn lost_claim(key: &str, store: &DurableStore, log: &Log) {
+    let lease = store.lease().as_millis();
+    log.warn(|| format!("event {key}: its handler is still running but its claim in the dedupe store is no longer ours (not renewed within its {lease} ms lease, or deleted); another delivery may handle it too"));
 }
 
 /// Calls the handler for an event this task owns and waits for its answer, bounded like
@@ -331,7 +423,8 @@ struct Running {
     token: u64,
     guard: DedupeGuard<AckPayload>,
     event: OwnedEvent,
-    /// The number of our claim, `None` when the claim failed (the store unreachable).
+    /// The number of our claim, `None` when the claim failed (the store unreachable) or
+    /// a renewal found it no longer ours.
     claim: Option<u64>,
 }
 
@@ -428,6 +521,11 @@ async fn run_burst(events: Vec<(u64, DurableEvent)>, tx: ReplySender) {
         }
     };
     tokio::pin!(expired);
+    // One timer for the whole burst: each tick renews every claim still running in one
+    // request (only with `handlerTimeoutMs` off; see `DurableStore::renew_every`).
+    let renew_every = store.renew_every();
+    let renewal = tokio::time::sleep(renew_every.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(renewal);
     let mut timed_out = false;
     let started = running.len() as u64;
     while left > 0 {
@@ -467,6 +565,12 @@ async fn run_burst(events: Vec<(u64, DurableEvent)>, tx: ReplySender) {
                     timed_out = true;
                     continue;
                 }
+                () = &mut renewal, if renew_every.is_some() => {
+                    let every = renew_every.unwrap_or_default();
+                    renewal.as_mut().reset(tokio::time::Instant::now() + every);
+                    renew_burst(&store, &mut running, &status, &log).await;
+                    continue;
+                }
             }
         }
         left -= done.len();
@@ -496,6 +600,57 @@ async fn run_burst(events: Vec<(u64, DurableEvent)>, tx: ReplySender) {
         if !oks.is_empty() {
             // Bare 200s go to the session in one message, as a JS batch's do.
             let _ = tx.send(Settled::Ok(oks));
+        }
+    }
+}
+
+/// Renews the claims of a burst's handlers still running, in one request; a claim found
+/// no longer ours is warned about once and renewed (or released) no more.
+async fn renew_burst(
+    store: &DurableStore,
+    running: &mut [Option<Running>],
+    status: &StatusStore,
+    log: &Log,
+) {
+    let (at, claims): (Vec<usize>, Vec<(String, u64)>) = running
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.as_ref()?;
+            Some((i, (r.event.event_id.clone().unwrap_or_default(), r.claim?)))
+        })
+        .unzip();
+    if claims.is_empty() {
+        return;
+    }
+    let renewed = store.renew(&claims).await;
+    let Some(renewed) = noted_each(renewed, claims.len(), "renew a claim", status, log) else {
+        return;
+    };
+    for ((i, (key, _)), ours) in at.into_iter().zip(&claims).zip(renewed) {
+        if let (false, Some(r)) = (ours, running[i].as_mut()) {
+            r.claim = None;
+            lost_claim(key, store, log);
+        }
+    }
+}
+
+/// [`noted`] for one request of `count` operations: a failure counts once per operation,
+/// as the operations of one event each would.
+fn noted_each<T>(
+    r: Result<T, String>,
+    count: usize,
+    what: &str,
+    status: &StatusStore,
+    log: &Log,
+) -> Option<T> {
+    match r {
+        Ok(v) => noted(Ok(v), what, status, log),
+        Err(e) => {
+            for _ in 0..count {
+                noted::<()>(Err(e.clone()), what, status, log);
+            }
+            None
         }
     }
 }
@@ -532,14 +687,270 @@ async fn store_outcomes(
         return;
     }
     let count = ops.len();
-    match sqlite.run_many(ops).await {
-        Ok(_) => {
-            noted(Ok(()), "store the result", status, log);
-        }
-        Err(e) => {
-            for _ in 0..count {
-                noted::<()>(Err(e.clone()), "store the result", status, log);
+    noted_each(
+        sqlite.run_many(ops).await,
+        count,
+        "store the result",
+        status,
+        log,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::core::config::LogLevel;
+    use crate::core::dedupe::{Begin, Dedupe, DedupeConfig};
+    use crate::core::observer::Observer;
+    use crate::core::redact::Redactor;
+    use crate::core::store_sqlite::tests::temp;
+
+    /// A short lease, so a handler can outlive several of them in a test.
+    const LEASE: Duration = Duration::from_millis(300);
+
+    /// A store with the short lease, renewing as with `handlerTimeoutMs: 0`.
+    fn store(backend: Backend) -> Arc<DurableStore> {
+        Arc::new(DurableStore::new(
+            backend,
+            Duration::from_secs(60),
+            LEASE,
+            true,
+        ))
+    }
+
+    fn sqlite(path: &std::path::Path) -> Backend {
+        Backend::Sqlite(SqliteStore::open(path, "cli_a").unwrap())
+    }
+
+    /// Another process sharing the store, claiming events as a delivery there would.
+    struct Other(Backend);
+
+    impl Other {
+        async fn claim(&self, id: &str, owner: &str) -> Option<Claim> {
+            match &self.0 {
+                Backend::Sqlite(s) => {
+                    let op = Op::Claim {
+                        key: id.into(),
+                        owner: owner.into(),
+                        lease: LEASE,
+                    };
+                    s.run(op).await.unwrap()
+                }
+                Backend::Redis(r) => Some(r.claim(id, owner, LEASE).await.unwrap()),
             }
         }
+    }
+
+    /// Answers each event with a bare 200 after `hold`.
+    struct Slow {
+        hold: Duration,
+        /// Handlers called so far (each after its claim committed).
+        called: AtomicU64,
+    }
+
+    impl Slow {
+        /// Waits until `n` handlers were called: their claims are in the store.
+        async fn called(&self, n: u64) {
+            while self.called.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    impl EventHandler for Slow {
+        fn handle(&self, _event: crate::core::events::InboundEvent<'_>, reply: Reply) {
+            self.called.fetch_add(1, Ordering::Relaxed);
+            let hold = self.hold;
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                reply.send(Ok(None));
+            });
+        }
+    }
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<(LogLevel, String)>>);
+
+    impl Observer for Lines {
+        fn log(&self, level: LogLevel, message: &str) {
+            self.0.lock().unwrap().push((level, message.to_string()));
+        }
+    }
+
+    struct Setup {
+        store: Arc<DurableStore>,
+        dedupe: Dedupe<AckPayload>,
+        handler: Arc<Slow>,
+        status: Arc<StatusStore>,
+        lines: Arc<Lines>,
+        log: Log,
+    }
+
+    fn setup(backend: Backend, hold: Duration) -> Setup {
+        let lines = Arc::new(Lines::default());
+        let log = Log::new(
+            lines.clone(),
+            LogLevel::Debug,
+            Arc::new(Redactor::new(Vec::<String>::new())),
+        );
+        Setup {
+            store: store(backend),
+            dedupe: Dedupe::new(DedupeConfig::default()),
+            handler: Arc::new(Slow {
+                hold,
+                called: AtomicU64::new(0),
+            }),
+            status: Arc::new(StatusStore::new(1)),
+            lines,
+            log,
+        }
+    }
+
+    fn event(s: &Setup, id: &str) -> DurableEvent {
+        let Begin::Run(guard) = s.dedupe.begin(id, Instant::now()) else {
+            panic!("{id} is new here");
+        };
+        DurableEvent {
+            store: s.store.clone(),
+            guard,
+            event: OwnedEvent {
+                payload: "{}".into(),
+                message_id: format!("m-{id}"),
+                trace_id: None,
+                event_type: None,
+                event_id: Some(id.into()),
+                received_at_ms: 0,
+            },
+            handler: s.handler.clone() as Arc<dyn EventHandler>,
+            status: s.status.clone(),
+            log: s.log.clone(),
+            timeout: None,
+        }
+    }
+
+    /// What another process sharing the file finds for `id`, claiming it every 50 ms
+    /// until `done` answers or the result is stored; every claim it makes meanwhile must
+    /// find the event held. Answers how many did, and `done`'s output.
+    async fn held_until<T>(other: &Other, id: &str, done: tokio::task::JoinHandle<T>) -> (u32, T) {
+        let mut held = 0;
+        let mut n = 0;
+        while !done.is_finished() {
+            n += 1;
+            let found = other.claim(id, &format!("other.{n}")).await;
+            // The result may be stored a moment before the task ends.
+            if done.is_finished() || matches!(found, Some(Claim::Done(_))) {
+                break;
+            }
+            assert_eq!(found, Some(Claim::Held), "claim {n} on {id}");
+            held += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (held, done.await.unwrap())
+    }
+
+    /// One event's handler outlives four leases: another process finds the event held
+    /// all along, and then its result.
+    async fn one_event_keeps_its_claim(s: Setup, other: Other) {
+        let run = tokio::spawn(event(&s, "e1").run());
+        s.handler.called(1).await;
+        let (held, answer) = held_until(&other, "e1", run).await;
+        assert!(held >= 5, "held for {held} claims only");
+        assert!(matches!(answer, Answer::Known(AckPayload::Ok)));
+        assert_eq!(
+            other.claim("e1", "other.last").await,
+            Some(Claim::Done(AckPayload::Ok))
+        );
+        assert_eq!(s.status.counters.store_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn one_event_keeps_its_claim_while_its_handler_outlives_the_lease() {
+        let path = temp("one");
+        let other = Other(sqlite(&path));
+        one_event_keeps_its_claim(setup(sqlite(&path), LEASE * 4), other).await;
+    }
+
+    #[tokio::test]
+    async fn one_event_keeps_its_redis_claim_while_its_handler_outlives_the_lease() {
+        let server = crate::core::store_redis::tests::Server::start().await;
+        let redis = || {
+            let url = format!("redis://127.0.0.1:{}", server.port);
+            let tls = crate::core::tls::TlsOptions::default();
+            Backend::Redis(Box::new(RedisStore::open(&url, "cli_a", &tls).unwrap()))
+        };
+        one_event_keeps_its_claim(setup(redis(), LEASE * 4), Other(redis())).await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_keeps_its_claims_while_its_handlers_outlive_the_lease() {
+        let path = temp("burst");
+        let s = setup(sqlite(&path), LEASE * 4);
+        let other = Other(sqlite(&path));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut burst = DurableBurst::default();
+        burst.push(event(&s, "b1"), &tx, 1);
+        burst.push(event(&s, "b2"), &tx, 2);
+        burst.flush();
+        s.handler.called(2).await;
+        let settled = tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            while tokens.len() < 2 {
+                match rx.recv().await.unwrap() {
+                    Settled::Ok(t) => tokens.extend(t),
+                    Settled::One(t, _) => panic!("event {t} not a bare 200"),
+                }
+            }
+            tokens
+        });
+        let (held, mut tokens) = held_until(&other, "b2", settled).await;
+        tokens.sort_unstable();
+        assert_eq!(tokens, [1, 2]);
+        assert!(held >= 5, "held for {held} claims only");
+        for id in ["b1", "b2"] {
+            assert_eq!(
+                other.claim(id, "other.last").await,
+                Some(Claim::Done(AckPayload::Ok)),
+                "{id}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_taken_over_is_not_renewed_and_is_warned_about_once() {
+        let path = temp("lost");
+        let s = setup(sqlite(&path), LEASE * 5);
+        let run = tokio::spawn(event(&s, "e1").run());
+        // Wait for our claim, then write another owner's into the row.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let theirs = crate::core::store::claim_value("thief.1");
+        let expires = crate::core::status::now_ms() as i64 + LEASE.as_millis() as i64;
+        while conn
+            .execute(
+                "UPDATE feishu_transport_dedupe SET value = ?1, expires_at = ?2 WHERE event_id = 'e1'",
+                rusqlite::params![theirs, expires],
+            )
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Their claim runs out on its own lease: our renewals did not extend it.
+        let other = Other(sqlite(&path));
+        tokio::time::sleep(LEASE + LEASE / 2).await;
+        assert!(!run.is_finished());
+        assert_eq!(other.claim("e1", "other.last").await, Some(Claim::Owned));
+        run.await.unwrap();
+        let warned = s
+            .lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(level, line)| *level == LogLevel::Warn && line.contains("no longer ours"))
+            .count();
+        assert_eq!(warned, 1);
     }
 }

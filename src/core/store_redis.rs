@@ -7,7 +7,8 @@
 //! certificates always verified. A claim is one round trip (a
 //! Lua script: read the key, or set it with the lease if it is free, atomically, so two
 //! processes never both own an event); a result is one `SET … PX ttl`; a failure's
-//! release is one script that deletes the key only while it still holds our claim.
+//! release is one script that deletes the key only while it still holds our claim, and a
+//! renewal of a running handler's claim one that extends its expiry only while it does.
 //! Key expiry does the sweeping.
 
 use std::sync::OnceLock;
@@ -36,6 +37,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Extends the key's expiry to ARGV[2] ms only while it still holds our claim (ARGV[1]):
+/// 1 when it did, 0 when the claim is gone, someone else's, or replaced by a result.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
 /// Bounds every command, so an unreachable server delays an event by this at most before
 /// it is handled without the store.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +56,7 @@ pub struct RedisStore {
     prefix: String,
     claim: Script,
     release: Script,
+    renew: Script,
 }
 
 impl RedisStore {
@@ -85,6 +94,7 @@ impl RedisStore {
             prefix: format!("feishu-transport:dedupe:{app_id}:"),
             claim: Script::new(CLAIM),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
         })
     }
 
@@ -158,6 +168,24 @@ impl RedisStore {
             .map(drop)
             .map_err(|e| failure(&e))
     }
+
+    /// Extends our claim by `lease` while it is still ours: `Ok(false)` when it is not.
+    pub async fn renew(
+        &self,
+        event_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, String> {
+        let mut conn = self.connection()?;
+        self.renew
+            .key(self.key(event_id))
+            .arg(claim_value(owner))
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|n| n == 1)
+            .map_err(|e| failure(&e))
+    }
 }
 
 /// A failed call, for the log line and `status`: a TLS failure is explained as the
@@ -166,5 +194,90 @@ fn failure(e: &redis::RedisError) -> String {
     match tls_failure_in(e) {
         Some(why) => format!("Redis over TLS: {why}"),
         None => format!("Redis: {e}"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::core::frame::AckPayload;
+    use crate::core::store::result_value;
+
+    /// A real redis-server on a free loopback port (no persistence), killed on drop (also
+    /// used by durable.rs's tests).
+    pub(crate) struct Server {
+        child: std::process::Child,
+        pub(crate) port: u16,
+    }
+
+    impl Server {
+        pub(crate) async fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: this test needs a real one (apt-get install -y redis-server; .ci/run installs it)");
+            let server = Server { child, port };
+            let up = async {
+                while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), up)
+                .await
+                .expect("redis-server did not listen within 10 s");
+            server
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_extends_only_our_own_claim() {
+        let server = Server::start().await;
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let s = RedisStore::open(&url, "cli_a", &TlsOptions::default()).unwrap();
+        let lease = Duration::from_millis(300);
+        assert_eq!(s.claim("e1", "a:1", lease).await, Ok(Claim::Owned));
+        // Renewed past its first lease: still held a lease and a half later.
+        tokio::time::sleep(lease * 2 / 3).await;
+        assert_eq!(s.renew("e1", "a:1", lease).await, Ok(true));
+        tokio::time::sleep(lease * 2 / 3).await;
+        assert_eq!(s.claim("e1", "b:1", lease).await, Ok(Claim::Held));
+        // Another owner's claim (a takeover) is neither extended nor ours.
+        assert_eq!(s.renew("gone", "a:2", lease).await, Ok(false));
+        assert_eq!(s.claim("e3", "b:3", lease / 3).await, Ok(Claim::Owned));
+        assert_eq!(s.renew("e3", "a:3", lease * 100).await, Ok(false));
+        tokio::time::sleep(lease / 2).await;
+        assert_eq!(
+            s.claim("e3", "c:3", lease).await,
+            Ok(Claim::Owned),
+            "the other owner's claim expired on its own lease"
+        );
+        // A result is not a claim: a late renewal leaves its expiry as it is.
+        s.complete("e1", result_value(&AckPayload::Ok), lease / 3)
+            .await
+            .unwrap();
+        assert_eq!(s.renew("e1", "a:1", lease * 100).await, Ok(false));
+        assert_eq!(
+            s.claim("e1", "d:1", lease).await,
+            Ok(Claim::Done(AckPayload::Ok))
+        );
+        tokio::time::sleep(lease / 2).await;
+        assert_eq!(s.claim("e1", "d:2", lease).await, Ok(Claim::Owned));
     }
 }

@@ -37,6 +37,13 @@ pub enum Op {
         key: String,
         owner: String,
     },
+    /// Extends our claim by `lease` from now, only while the row still holds it: answers
+    /// `Owned` when it did, `Held` when the claim is gone or someone else's.
+    Renew {
+        key: String,
+        owner: String,
+        lease: Duration,
+    },
 }
 
 type Answer = Result<Option<Claim>, String>;
@@ -155,6 +162,7 @@ struct Statements<'c> {
     update: rusqlite::Statement<'c>,
     write: rusqlite::Statement<'c>,
     release: rusqlite::Statement<'c>,
+    renew: rusqlite::Statement<'c>,
     scan: rusqlite::Statement<'c>,
     delete_expired: rusqlite::Statement<'c>,
 }
@@ -180,6 +188,9 @@ impl<'c> Statements<'c> {
             )?,
             release: conn.prepare(
                 "DELETE FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
+            )?,
+            renew: conn.prepare(
+                "UPDATE feishu_transport_dedupe SET expires_at = ?4 WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
             )?,
             // The sweep walks the primary key, every app's rows (the file may be
             // shared by several bots), a chunk at a time: no index on `expires_at`,
@@ -391,18 +402,31 @@ fn apply(
                     .execute(params![app_id, key, claim_value(owner)])?;
                 None
             }
+            Op::Renew { key, owner, lease } => {
+                let until = now.saturating_add(ms(lease));
+                let renewed =
+                    stmts
+                        .renew
+                        .execute(params![app_id, key, claim_value(owner), until])?;
+                Some(if renewed == 1 {
+                    Claim::Owned
+                } else {
+                    Claim::Held
+                })
+            }
         });
     }
     Ok(answers)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::frame::AckPayload;
     use crate::core::store::result_value;
 
-    fn temp(name: &str) -> std::path::PathBuf {
+    /// A fresh database path in a directory of its own (also used by durable.rs's tests).
+    pub(crate) fn temp(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "feishu-store-{}-{name}-{}",
             std::process::id(),
@@ -537,6 +561,52 @@ mod tests {
         assert_eq!(
             other.run(claim("expired", "b:4", 60_000)).await,
             Ok(Some(Claim::Owned))
+        );
+    }
+
+    fn renew(key: &str, owner: &str, lease_ms: u64) -> Op {
+        Op::Renew {
+            key: key.into(),
+            owner: owner.into(),
+            lease: Duration::from_millis(lease_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_extends_only_our_own_claim() {
+        let path = temp("renew");
+        let s = SqliteStore::open(&path, "cli_a").unwrap();
+        assert_eq!(s.run(claim("e1", "a:1", 150)).await, Ok(Some(Claim::Owned)));
+        // Renewed past its first lease: still held a lease and a half later.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(s.run(renew("e1", "a:1", 150)).await, Ok(Some(Claim::Owned)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(s.run(claim("e1", "b:1", 150)).await, Ok(Some(Claim::Held)));
+        // Another owner's claim (a takeover) is neither extended nor ours.
+        assert_eq!(
+            s.run(renew("e2", "a:2", 60_000)).await,
+            Ok(Some(Claim::Held))
+        );
+        s.run(claim("e3", "b:3", 50)).await.unwrap();
+        assert_eq!(
+            s.run(renew("e3", "a:3", 60_000)).await,
+            Ok(Some(Claim::Held))
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            s.run(claim("e3", "c:3", 60_000)).await,
+            Ok(Some(Claim::Owned)),
+            "the other owner's claim expired on its own lease"
+        );
+        // A result is not a claim: a late renewal leaves it as it is.
+        s.run(complete("e1", &AckPayload::Ok, 60_000))
+            .await
+            .unwrap();
+        assert_eq!(s.run(renew("e1", "a:1", 1)).await, Ok(Some(Claim::Held)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            s.run(claim("e1", "d:1", 60_000)).await,
+            Ok(Some(Claim::Done(AckPayload::Ok)))
         );
     }
 
