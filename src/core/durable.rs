@@ -78,7 +78,7 @@ impl DurableStore {
     ) -> Result<Option<Arc<DurableStore>>, TransportError> {
         let backend = match spec {
             StoreSpec::Memory => return Ok(None),
-            StoreSpec::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, app_id)?),
+            StoreSpec::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, app_id, ttl)?),
             StoreSpec::Redis(url) => Backend::Redis(Box::new(RedisStore::open(url, app_id, tls)?)),
         };
         let lease = handler_timeout.unwrap_or(LEASE_WITHOUT_TIMEOUT) + LEASE_MARGIN;
@@ -721,7 +721,9 @@ mod tests {
     }
 
     fn sqlite(path: &std::path::Path) -> Backend {
-        Backend::Sqlite(SqliteStore::open(path, "cli_a").unwrap())
+        Backend::Sqlite(
+            SqliteStore::open(path, "cli_a", crate::core::store_sqlite::tests::TEST_TTL).unwrap(),
+        )
     }
 
     /// Another process sharing the store, claiming events as a delivery there would.

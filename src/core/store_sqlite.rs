@@ -67,8 +67,10 @@ pub struct SqliteStore {
 const MAX_BATCH: usize = 512;
 /// How long the thread waits for more requests after the first of a batch.
 const LINGER: Duration = Duration::from_micros(300);
-/// How often a sweep of expired rows starts.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often a sweep of expired rows starts, at least and at most; in between, a twelfth
+/// of the time a result is kept (`dedupe.ttlMs`), see [`sweep_interval`].
+const SWEEP_MIN: Duration = Duration::from_secs(60);
+const SWEEP_MAX: Duration = Duration::from_secs(3600);
 /// Rows a sweep reads per transaction: the write lock, which other processes on the
 /// file wait for, is held for a bounded scan however large the table.
 const SWEEP_CHUNK: i64 = 2048;
@@ -89,7 +91,8 @@ DROP INDEX IF EXISTS feishu_transport_dedupe_expiry;
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts its thread. A file
     /// that is not a SQLite database, or cannot be opened, is INVALID_CONFIG naming it.
-    pub fn open(path: &Path, app_id: &str) -> Result<SqliteStore, TransportError> {
+    /// Results live `ttl`; expired rows are swept every [`sweep_interval`]`(ttl)`.
+    pub fn open(path: &Path, app_id: &str, ttl: Duration) -> Result<SqliteStore, TransportError> {
         let conn = connect(path).map_err(|e| {
             TransportError::invalid_config(format!(
                 "dedupe.store: {} cannot be used as a SQLite database: {e}",
@@ -100,7 +103,7 @@ impl SqliteStore {
         let app_id = app_id.to_string();
         std::thread::Builder::new()
             .name("feishu-dedupe-sqlite".into())
-            .spawn(move || serve(conn, &app_id, rx))
+            .spawn(move || serve(conn, &app_id, rx, sweep_interval(ttl)))
             .map_err(|e| {
                 TransportError::invalid_config(format!(
                     "dedupe.store: the SQLite thread could not start: {e}"
@@ -207,7 +210,7 @@ impl<'c> Statements<'c> {
 
 /// The store thread: answers queued requests in batches until every handle is gone, and
 /// sweeps expired rows a chunk at a time.
-fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
+fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>, every: Duration) {
     let mut stmts = match Statements::prepare(&conn) {
         Ok(s) => s,
         Err(e) => {
@@ -221,7 +224,8 @@ fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>) {
         }
     };
     let mut sweep = Sweep {
-        next_at: Instant::now() + SWEEP_EVERY,
+        next_at: Instant::now() + every,
+        every,
         cursor: None,
     };
     loop {
@@ -311,10 +315,21 @@ fn transaction<T>(
     done
 }
 
+/// How often the sweep of expired rows starts: a twelfth of the time results are kept,
+/// between a minute and an hour. With no index on `expires_at` (every claim and result
+/// would update it) a sweep reads the whole table, about 1 µs a row, so a sweep every
+/// minute would cost a table of a million rows (12 h of 23 events/s) 1 to 2 % of a core
+/// for ever; once an hour (the default 12 h TTL) it costs 0.03 %, and the file holds at
+/// most a twelfth more rows than are live. A short TTL is swept as often as it needs.
+pub(crate) fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 12).clamp(SWEEP_MIN, SWEEP_MAX)
+}
+
 /// Where the sweep of expired rows is: it walks the primary key a chunk per
 /// transaction, so it never holds the file's write lock for a whole-table scan.
 struct Sweep {
     next_at: Instant,
+    every: Duration,
     /// The key the next chunk starts at; `None` between sweeps.
     cursor: Option<(String, String)>,
 }
@@ -322,7 +337,7 @@ struct Sweep {
 impl Sweep {
     fn start(&mut self) {
         self.cursor = Some((String::new(), String::new()));
-        self.next_at = Instant::now() + SWEEP_EVERY;
+        self.next_at = Instant::now() + self.every;
     }
 
     /// Deletes the expired rows among the next `SWEEP_CHUNK` keys (of every app: the
@@ -425,6 +440,29 @@ pub(crate) mod tests {
     use crate::core::frame::AckPayload;
     use crate::core::store::result_value;
 
+    /// The result lifetime the tests open stores with (its sweep interval is not reached).
+    pub(crate) const TEST_TTL: Duration = Duration::from_secs(12 * 3600);
+
+    #[test]
+    fn the_sweep_runs_at_a_twelfth_of_the_ttl_between_a_minute_and_an_hour() {
+        assert_eq!(
+            sweep_interval(Duration::from_secs(12 * 3600)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(2 * 3600)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(30 * 86_400)),
+            Duration::from_secs(3600)
+        );
+    }
+
     /// A fresh database path in a directory of its own (also used by durable.rs's tests).
     pub(crate) fn temp(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -462,9 +500,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn claim_complete_release_and_share_across_handles() {
         let path = temp("basic");
-        let a = SqliteStore::open(&path, "cli_a").unwrap();
-        let b = SqliteStore::open(&path, "cli_a").unwrap();
-        let other_app = SqliteStore::open(&path, "cli_b").unwrap();
+        let a = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let b = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let other_app = SqliteStore::open(&path, "cli_b", TEST_TTL).unwrap();
         assert_eq!(
             a.run(claim("e1", "a:1", 60_000)).await,
             Ok(Some(Claim::Owned))
@@ -504,7 +542,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn an_expired_claim_or_result_is_taken_over() {
         let path = temp("expiry");
-        let s = SqliteStore::open(&path, "cli_a").unwrap();
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
         assert_eq!(
             s.run(claim("e1", "dead:1", 50)).await,
             Ok(Some(Claim::Owned))
@@ -524,8 +562,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_batched_claim_answers_each_key_by_what_it_finds() {
         let path = temp("batch");
-        let s = SqliteStore::open(&path, "cli_a").unwrap();
-        let other = SqliteStore::open(&path, "cli_a").unwrap();
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let other = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
         s.run(claim("done", "a:1", 60_000)).await.unwrap();
         s.run(complete("done", &AckPayload::Ok, 60_000))
             .await
@@ -575,7 +613,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_renewal_extends_only_our_own_claim() {
         let path = temp("renew");
-        let s = SqliteStore::open(&path, "cli_a").unwrap();
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
         assert_eq!(s.run(claim("e1", "a:1", 150)).await, Ok(Some(Claim::Owned)));
         // Renewed past its first lease: still held a lease and a half later.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -613,7 +651,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_result_whose_claim_is_gone_is_still_stored() {
         let path = temp("gone");
-        let s = SqliteStore::open(&path, "cli_a").unwrap();
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
         s.run(claim("e1", "a:1", 60_000)).await.unwrap();
         s.run(release("e1", "a:1")).await.unwrap();
         s.run(complete("e1", &AckPayload::Ok, 60_000))
@@ -647,6 +685,7 @@ pub(crate) mod tests {
         }
         let mut sweep = Sweep {
             next_at: Instant::now(),
+            every: SWEEP_MIN,
             cursor: None,
         };
         sweep.start();
@@ -691,7 +730,7 @@ pub(crate) mod tests {
     fn a_file_that_is_not_a_database_is_invalid_config() {
         let path = temp("garbage");
         std::fs::write(&path, vec![b'x'; 4096]).unwrap();
-        let e = SqliteStore::open(&path, "cli_a").err().unwrap();
+        let e = SqliteStore::open(&path, "cli_a", TEST_TTL).err().unwrap();
         assert_eq!(e.code.as_str(), "INVALID_CONFIG");
         assert!(e.message.contains("not a database"), "{}", e.message);
         assert!(e.message.contains("dedupe.db"), "{}", e.message);
