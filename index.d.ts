@@ -89,9 +89,10 @@ export interface DedupeOptions {
    *   verifies the certificate (a URL ending in `#insecure` is INVALID_CONFIG); a
    *   certificate that does not verify counts as the store being unreachable.
    *
-   * Keys are namespaced by appId and expire after `ttlMs`; a claim lives
-   * `handlerTimeoutMs` + 5 s (5 min + 5 s when the timeout is off). Anything else throws
-   * INVALID_CONFIG naming the accepted forms.
+   * Keys are namespaced by appId and expire after `ttlMs` (a SQLite file is swept every
+   * `ttlMs` / 12, between a minute and an hour); a claim lives `handlerTimeoutMs` + 5 s,
+   * or, when the timeout is off, 5 min + 5 s renewed every third of that while the
+   * handler runs. Anything else throws INVALID_CONFIG naming the accepted forms.
    */
   store?: string
 }
