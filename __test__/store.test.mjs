@@ -2,13 +2,13 @@
 // redis-server on a free loopback port, with bot processes that restart, die and share.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { FeishuTransport, FeishuEmulator, fastOptions, waitFor, startPair } from './helpers.mjs'
+import { FeishuTransport, FeishuEmulator, fastOptions, waitFor, startPair, deferred } from './helpers.mjs'
 import { redisServer } from './support/redis.mjs'
 
 const BOT = fileURLToPath(new URL('./children/store-bot.cjs', import.meta.url))
@@ -216,6 +216,104 @@ test('SQLite, one read burst: each event settles on its own (a stored result ans
     assert.deepEqual(JSON.parse(hang2.data), { id: 'ev-hang' })
     assert.deepEqual(Object.fromEntries(calls), { 'ev-done': 1, 'ev-ok': 1, 'ev-fail': 2, 'ev-hang': 2 })
     assert.equal(pair.transport.status().counters.storeErrors, 0)
+  } finally {
+    await pair.stop()
+  }
+})
+
+/** Whether the sqlite3 CLI is here: the next test breaks the store's file through it. */
+const HAS_SQLITE3 = spawnSync('sqlite3', ['-version']).status === 0
+
+/**
+ * Runs `statements` on the SQLite file `file` through the sqlite3 CLI: a connection of
+ * its own, as another process on the host would have.
+ */
+function sqlite3(file, statements) {
+  const r = spawnSync('sqlite3', ['-cmd', '.timeout 5000', file, statements], { encoding: 'utf8' })
+  assert.equal(r.status, 0, r.stderr)
+}
+// Triggers that make every write of the live store fail, as a full or failing disk would
+// (SQLite re-prepares its statements after this schema change). Only the table's name is
+// used: its columns and indexes may change.
+const FAIL_WRITES = ['INSERT', 'UPDATE'].map((k) =>
+  `CREATE TRIGGER boom_${k} BEFORE ${k} ON feishu_transport_dedupe BEGIN SELECT RAISE(ABORT, 'injected failure'); END;`).join('\n')
+const HEAL = 'DROP TRIGGER boom_INSERT; DROP TRIGGER boom_UPDATE;'
+
+test('SQLite refusing writes mid-run: bursts are still handled once and acked, each failure counted, each outage logged once; results stored again once it heals', { skip: !HAS_SQLITE3 && 'the sqlite3 CLI is not installed' }, async () => {
+  const db = dbPath()
+  const logs = []
+  const calls = new Map()
+  let gate = null
+  const pair = await startPair({
+    emulator: { maxRedeliveries: 0 },
+    transport: { dedupe: { store: `sqlite:${db}` }, logLevel: 'info', logger: (level, message) => logs.push(`${level} ${message}`) },
+    onEvent: async (e) => {
+      calls.set(e.eventId, (calls.get(e.eventId) ?? 0) + 1)
+      if (gate) await gate.promise
+      return { id: e.eventId }
+    },
+  })
+  const { emulator, transport } = pair
+  const push = (ids) => ids.map((id) => emulator.pushEvent(payload(id)))
+  /** Every ack of `messages` carries its own handler's result. */
+  const acked = async (messages, ids) => {
+    const acks = await Promise.all(messages.map((m) => emulator.waitForAck(m)))
+    acks.forEach((ack, i) => {
+      assert.equal(ack.code, 200, ids[i])
+      assert.deepEqual(JSON.parse(ack.data), { id: ids[i] })
+    })
+  }
+  const count = (re) => logs.filter((l) => re.test(l)).length
+  const outage = { unreachable: /^warn the dedupe store is unreachable/, back: /^info the dedupe store answers again/ }
+  const state = () => ({
+    storeErrors: transport.status().counters.storeErrors,
+    healthy: transport.status().store.healthy,
+    unreachable: count(outage.unreachable),
+    back: count(outage.back),
+  })
+  try {
+    // 1. Claims refused before a burst: handled anyway, a claim and a result counted per event.
+    sqlite3(db, FAIL_WRITES)
+    const down = ['ev-down-1', 'ev-down-2', 'ev-down-3']
+    await acked(push(down), down)
+    assert.deepEqual(state(), { storeErrors: 6, healthy: false, unreachable: 1, back: 0 }, logs.join('\n'))
+
+    // 2. Healed, then results refused while the next burst's handlers run (claims stored).
+    sqlite3(db, HEAL)
+    gate = deferred()
+    const mid = ['ev-mid-1', 'ev-mid-2', 'ev-mid-3']
+    const midMessages = push(mid)
+    await waitFor(() => mid.every((id) => calls.get(id) === 1), { what: 'the handlers running' })
+    assert.deepEqual(state(), { storeErrors: 6, healthy: true, unreachable: 1, back: 1 }, logs.join('\n'))
+    sqlite3(db, FAIL_WRITES)
+    gate.resolve()
+    gate = null
+    await acked(midMessages, mid)
+    assert.deepEqual(state(), { storeErrors: 9, healthy: false, unreachable: 2, back: 1 }, logs.join('\n'))
+    assert.match(logs.findLast((l) => outage.unreachable.test(l)), /store the result: SQLite: injected failure/)
+
+    // 3. Healed: the next burst's results are stored, so a second transport (its own
+    // memory) acks their re-delivery with them, without its handler.
+    sqlite3(db, HEAL)
+    const after = ['ev-after-1', 'ev-after-2']
+    await acked(push(after), after)
+    assert.deepEqual(state(), { storeErrors: 9, healthy: true, unreachable: 2, back: 2 }, logs.join('\n'))
+    assert.deepEqual([...calls.values()], Array(8).fill(1), 'each event handled once')
+    await transport.close({ force: true })
+    const bEvents = []
+    const b = new FeishuTransport(fastOptions(emulator, { dedupe: { store: `sqlite:${db}` }, onEvent: (e) => { bEvents.push(e.eventId); return { by: 'B' } } }))
+    b.start().catch(() => {})
+    try {
+      await waitFor(() => emulator.connections().length === 1 && b.status().connected, { what: 'B connected' })
+      await acked(push(after), after)
+      assert.deepEqual(bEvents, [])
+      // An event handled during the outage has no stored result: handled again (at least once).
+      const [again] = await Promise.all(push(['ev-down-1']).map((m) => emulator.waitForAck(m)))
+      assert.deepEqual(JSON.parse(again.data), { by: 'B' })
+      assert.deepEqual(bEvents, ['ev-down-1'])
+    } finally {
+      await b.close({ force: true })
+    }
   } finally {
     await pair.stop()
   }

@@ -745,11 +745,14 @@ mod tests {
         }
     }
 
-    /// Answers each event with a bare 200 after `hold`.
+    /// Answers each event with a bare 200 after `hold`, and once `open` is true.
     struct Slow {
         hold: Duration,
         /// Handlers called so far (each after its claim committed).
         called: AtomicU64,
+        /// Holds every answer while false ([`Setup::gate`]), so a test can change the
+        /// store while handlers run.
+        open: tokio::sync::watch::Receiver<bool>,
     }
 
     impl Slow {
@@ -765,8 +768,10 @@ mod tests {
         fn handle(&self, _event: crate::core::events::InboundEvent<'_>, reply: Reply) {
             self.called.fetch_add(1, Ordering::Relaxed);
             let hold = self.hold;
+            let mut open = self.open.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(hold).await;
+                let _ = open.wait_for(|open| *open).await;
                 reply.send(Ok(None));
             });
         }
@@ -788,25 +793,34 @@ mod tests {
         status: Arc<StatusStore>,
         lines: Arc<Lines>,
         log: Log,
+        /// Opens and closes [`Slow::open`].
+        gate: tokio::sync::watch::Sender<bool>,
     }
 
     fn setup(backend: Backend, hold: Duration) -> Setup {
+        setup_store(store(backend), hold)
+    }
+
+    fn setup_store(store: Arc<DurableStore>, hold: Duration) -> Setup {
         let lines = Arc::new(Lines::default());
+        let (gate, open) = tokio::sync::watch::channel(true);
         let log = Log::new(
             lines.clone(),
             LogLevel::Debug,
             Arc::new(Redactor::new(Vec::<String>::new())),
         );
         Setup {
-            store: store(backend),
+            store,
             dedupe: Dedupe::new(DedupeConfig::default()),
             handler: Arc::new(Slow {
                 hold,
                 called: AtomicU64::new(0),
+                open,
             }),
             status: Arc::new(StatusStore::new(1)),
             lines,
             log,
+            gate,
         }
     }
 
@@ -945,14 +959,179 @@ mod tests {
         assert!(!run.is_finished());
         assert_eq!(other.claim("e1", "other.last").await, Some(Claim::Owned));
         run.await.unwrap();
-        let warned = s
-            .lines
-            .0
-            .lock()
-            .unwrap()
+        assert_eq!(logged(&s, LogLevel::Warn, "no longer ours").len(), 1);
+    }
+
+    /// A store on `path` whose claims neither lapse nor are renewed during a test (as with
+    /// `handlerTimeoutMs` set), so every store call is one the test counts; handlers
+    /// answer at once, or when [`Setup::gate`] opens.
+    fn counted_setup(path: &std::path::Path) -> Setup {
+        let minute = Duration::from_secs(60);
+        let store = DurableStore::new(sqlite(path), minute, minute, false);
+        setup_store(Arc::new(store), Duration::ZERO)
+    }
+
+    /// Makes the live store's `kinds` of writes ("INSERT", "UPDATE") fail from another
+    /// connection on its file, as a full or failing disk would. SQLite re-prepares the
+    /// store thread's statements after this schema change, so its next ones run the
+    /// triggers. Only the table's name is used: its columns and indexes may change.
+    fn fail_writes(path: &std::path::Path, kinds: &[&str]) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        for kind in kinds {
+            conn.execute_batch(&format!(
+                "CREATE TRIGGER boom_{kind} BEFORE {kind} ON feishu_transport_dedupe BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            ))
+            .unwrap();
+        }
+    }
+
+    /// Ends [`fail_writes`]'s failures.
+    fn heal(path: &std::path::Path) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER IF EXISTS boom_INSERT; DROP TRIGGER IF EXISTS boom_UPDATE",
+        )
+        .unwrap();
+    }
+
+    /// Reads `ids` as one burst (tokens 1, 2, ... in order); the answers come on the
+    /// receiver, as a session's would.
+    fn read_burst(s: &Setup, ids: &[&str]) -> tokio::sync::mpsc::UnboundedReceiver<Settled> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut burst = DurableBurst::default();
+        for (token, id) in (1..).zip(ids) {
+            burst.push(event(s, id), &tx, token);
+        }
+        burst.flush();
+        rx
+    }
+
+    /// What the acks of a burst of `count` events carry, by token. An ack lost (or one
+    /// hung on the store) fails the test after 10 s instead of hanging it; one sent twice
+    /// fails it too.
+    async fn acks(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Settled>,
+        count: usize,
+    ) -> Vec<(u64, AckPayload)> {
+        let mut acks = std::collections::BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while acks.len() < count {
+            let next = tokio::time::timeout_at(deadline, rx.recv()).await;
+            let settled = match next.expect("an ack was lost").expect("the answers ended") {
+                Settled::Ok(tokens) => tokens.into_iter().map(|t| (t, AckPayload::Ok)).collect(),
+                Settled::One(token, Answer::Known(payload)) => vec![(token, payload)],
+                Settled::One(token, Answer::Handler(_)) => panic!("event {token}: a bare reply"),
+            };
+            for (token, payload) in settled {
+                assert!(
+                    acks.insert(token, payload).is_none(),
+                    "event {token} acked twice"
+                );
+            }
+        }
+        acks.into_iter().collect()
+    }
+
+    /// Bare 200s for tokens 1 to `count`: what [`Slow`]'s handlers answer.
+    fn all_ok(count: u64) -> Vec<(u64, AckPayload)> {
+        (1..=count).map(|t| (t, AckPayload::Ok)).collect()
+    }
+
+    /// The lines logged at `level` that contain `text`.
+    fn logged(s: &Setup, level: LogLevel, text: &str) -> Vec<String> {
+        let lines = s.lines.0.lock().unwrap();
+        let found = lines
             .iter()
-            .filter(|(level, line)| *level == LogLevel::Warn && line.contains("no longer ours"))
-            .count();
-        assert_eq!(warned, 1);
+            .filter(|(l, line)| *l == level && line.contains(text));
+        found.map(|(_, line)| line.clone()).collect()
+    }
+
+    fn store_errors(s: &Setup) -> u64 {
+        s.status.counters.store_errors.load(Ordering::Relaxed)
+    }
+
+    /// Asserts an outage's state: `handled` handler calls so far, `errors` store calls
+    /// counted as failed, the store unhealthy, and one warning only, naming `cause`.
+    fn in_outage(s: &Setup, handled: u64, errors: u64, cause: &str) {
+        assert_eq!(s.handler.called.load(Ordering::Relaxed), handled, "handled");
+        assert_eq!(store_errors(s), errors, "counters.storeErrors");
+        assert!(!s.status.snapshot().store.healthy);
+        let warned = logged(s, LogLevel::Warn, "");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains(cause), "{warned:?}");
+    }
+
+    /// Issue 17: the store refuses writes before a burst is claimed. Every event is still
+    /// handled, once, and acked with its handler's answer; each refused call (a claim and
+    /// a result per event) is counted; the outage is warned about once, not per event.
+    #[tokio::test]
+    async fn a_burst_whose_claims_fail_is_handled_once_each_counted_and_warned_about_once() {
+        let path = temp("claims-fail");
+        let s = counted_setup(&path);
+        fail_writes(&path, &["INSERT"]);
+        let acked = acks(&mut read_burst(&s, &["f1", "f2", "f3"]), 3).await;
+        assert_eq!(acked, all_ok(3));
+        in_outage(
+            &s,
+            3,
+            6,
+            "dedupe store is unreachable (claim: SQLite: injected failure)",
+        );
+        assert!(logged(&s, LogLevel::Info, "answers again").is_empty());
+    }
+
+    /// Issue 17: the store starts refusing writes after a burst's claims committed, while
+    /// its handlers run. The results cannot be stored, yet every ack is sent (none lost or
+    /// held), each refused result counted, the outage warned about once.
+    #[tokio::test]
+    async fn a_burst_whose_results_fail_while_its_handlers_run_is_still_acked_and_counted() {
+        let path = temp("results-fail");
+        let s = counted_setup(&path);
+        s.gate.send_replace(false);
+        let mut rx = read_burst(&s, &["r1", "r2", "r3"]);
+        // Called only once their claims committed.
+        s.handler.called(3).await;
+        assert_eq!(store_errors(&s), 0);
+        // INSERT too: a result whose claim row is gone is written anew.
+        fail_writes(&path, &["INSERT", "UPDATE"]);
+        s.gate.send_replace(true);
+        assert_eq!(acks(&mut rx, 3).await, all_ok(3));
+        in_outage(&s, 3, 3, "(store the result: SQLite: injected failure)");
+    }
+
+    /// Issue 17: once the store takes writes again, the next burst's results are stored
+    /// (a process restarted on the file answers their re-deliveries from it, without its
+    /// handler), the store is healthy again and that is said once. An event handled
+    /// during the outage was not stored: its re-delivery is handled again (at least once).
+    #[tokio::test]
+    async fn once_the_store_takes_writes_again_a_burst_is_stored_and_that_is_said_once() {
+        let path = temp("heals");
+        let s = counted_setup(&path);
+        fail_writes(&path, &["INSERT", "UPDATE"]);
+        assert_eq!(acks(&mut read_burst(&s, &["d1", "d2"]), 2).await, all_ok(2));
+        in_outage(&s, 2, 4, "(claim: SQLite: injected failure)");
+        heal(&path);
+        let acked = acks(&mut read_burst(&s, &["h1", "h2", "h3"]), 3).await;
+        assert_eq!(acked, all_ok(3));
+        assert_eq!(s.handler.called.load(Ordering::Relaxed), 5);
+        assert_eq!(store_errors(&s), 4, "no error once healed");
+        assert!(s.status.snapshot().store.healthy);
+        let again = logged(&s, LogLevel::Info, "the dedupe store answers again");
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(logged(&s, LogLevel::Warn, "unreachable").len(), 1);
+
+        let restarted = counted_setup(&path);
+        let acked = acks(&mut read_burst(&restarted, &["h1", "h2", "h3", "d1"]), 4).await;
+        assert_eq!(acked, all_ok(4));
+        assert_eq!(
+            restarted.handler.called.load(Ordering::Relaxed),
+            1,
+            "d1 only"
+        );
+        let duplicates = restarted.status.counters.duplicates.load(Ordering::Relaxed);
+        assert_eq!(duplicates, 3);
+        assert_eq!(store_errors(&restarted), 0);
     }
 }
