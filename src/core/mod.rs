@@ -31,3 +31,4 @@ pub mod store_redis;
 pub mod store_sqlite;
 pub mod supervisor;
 pub mod tls;
+pub mod wal_checkpoint;

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::error::TransportError;
 use super::store::{claim_value, decode, Claim};
+use super::wal_checkpoint::Checkpoints;
 
 /// One request to the store thread.
 pub enum Op {
@@ -65,8 +66,6 @@ pub struct SqliteStore {
 /// Operations answered by one transaction at most (a request is never split): bounds how
 /// long the first of them waits for the last.
 const MAX_BATCH: usize = 512;
-/// How long the thread waits for more requests after the first of a batch.
-const LINGER: Duration = Duration::from_micros(300);
 /// How often a sweep of expired rows starts, at least and at most; in between, a twelfth
 /// of the time a result is kept (`dedupe.ttlMs`), see [`sweep_interval`].
 const SWEEP_MIN: Duration = Duration::from_secs(60);
@@ -74,18 +73,28 @@ const SWEEP_MAX: Duration = Duration::from_secs(3600);
 /// Rows a sweep reads per transaction: the write lock, which other processes on the
 /// file wait for, is held for a bounded scan however large the table.
 const SWEEP_CHUNK: i64 = 2048;
-/// How long a write waits for another process's transaction on the same file.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write waits for another process's transaction on the same file. Theirs
+/// last milliseconds (a batch, a sweep chunk); a file locked for longer is an outage, and
+/// an event waits on two writes (its claim, its result) before its ack, which Feishu
+/// expects within 3 s: waiting 5 s each, as before, acked a burst after 10 s.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Rows are kept in arrival order (an integer primary key) and found by a unique index on
+/// `(app_id, event_id)`. Feishu's event ids are random: keyed by them (as a WITHOUT ROWID
+/// table was), every claim and every result rewrote a page of its own, two random 4 KiB
+/// WAL frames per event. Here a claim adds one random index entry and appends its row,
+/// and a result rewrites only its row, on the last pages, which one commit shares among
+/// a burst (about 1.1 frames per event; bench/NOTES.md, "SQLite in arrival order").
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS feishu_transport_dedupe (
+  id INTEGER PRIMARY KEY,
   app_id TEXT NOT NULL,
   event_id TEXT NOT NULL,
   value BLOB NOT NULL,
-  expires_at INTEGER NOT NULL,
-  PRIMARY KEY (app_id, event_id)
-) WITHOUT ROWID;
-DROP INDEX IF EXISTS feishu_transport_dedupe_expiry;
+  expires_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS feishu_transport_dedupe_key
+  ON feishu_transport_dedupe (app_id, event_id);
 ";
 
 impl SqliteStore {
@@ -101,9 +110,10 @@ impl SqliteStore {
         })?;
         let (jobs, rx) = mpsc::channel();
         let app_id = app_id.to_string();
+        let path = path.to_path_buf();
         std::thread::Builder::new()
             .name("feishu-dedupe-sqlite".into())
-            .spawn(move || serve(conn, &app_id, rx, sweep_interval(ttl)))
+            .spawn(move || serve(conn, &path, &app_id, rx, sweep_interval(ttl)))
             .map_err(|e| {
                 TransportError::invalid_config(format!(
                     "dedupe.store: the SQLite thread could not start: {e}"
@@ -143,17 +153,18 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
         )));
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Feishu's event ids are random, so claims and results land all over the table and
-    // every commit dirties about one page per event. SQLite's defaults (a 2 MiB cache, a
-    // checkpoint every 1 000 WAL pages) then spend the store thread rewriting the same
-    // pages into the database file over and over: with a 16 MiB cache and a checkpoint
-    // every 10 000 pages (a WAL of up to 40 MiB, truncated back to 64 MiB at most should
-    // a reader hold it longer), a burst of random ids ran 20 % faster at 10 % less CPU per
-    // event (bench/NOTES.md, "Random event ids").
+    // Feishu's event ids are random, so claims land all over the key index and every
+    // commit dirties about one page per event. SQLite's default 2 MiB cache then spends
+    // the store thread reading the same pages again: with a 16 MiB cache, a burst of
+    // random ids ran 20 % faster at 10 % less CPU per event (bench/NOTES.md, "Random
+    // event ids"). The WAL is checkpointed off the store thread (wal_checkpoint.rs), and
+    // truncated back to 64 MiB at most once a checkpoint has caught up.
     conn.pragma_update(None, "cache_size", -16_384)?;
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.execute_batch(SCHEMA)?;
+    // A table of the same name but another shape (a file another program made, or an
+    // earlier layout) fails here, naming what is missing, rather than every request.
+    drop(Statements::prepare(&conn)?);
     Ok(conn)
 }
 
@@ -195,14 +206,14 @@ impl<'c> Statements<'c> {
             renew: conn.prepare(
                 "UPDATE feishu_transport_dedupe SET expires_at = ?4 WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
             )?,
-            // The sweep walks the primary key, every app's rows (the file may be
+            // The sweep walks the rows in arrival order, every app's (the file may be
             // shared by several bots), a chunk at a time: no index on `expires_at`,
             // which every claim and result would otherwise update too.
             scan: conn.prepare(
-                "SELECT app_id, event_id, expires_at FROM feishu_transport_dedupe WHERE (app_id, event_id) > (?1, ?2) ORDER BY app_id, event_id LIMIT ?3",
+                "SELECT id, expires_at FROM feishu_transport_dedupe WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?,
             delete_expired: conn.prepare(
-                "DELETE FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND expires_at <= ?3",
+                "DELETE FROM feishu_transport_dedupe WHERE id = ?1 AND expires_at <= ?2",
             )?,
         })
     }
@@ -210,7 +221,7 @@ impl<'c> Statements<'c> {
 
 /// The store thread: answers queued requests in batches until every handle is gone, and
 /// sweeps expired rows a chunk at a time.
-fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>, every: Duration) {
+fn serve(conn: Connection, path: &Path, app_id: &str, jobs: mpsc::Receiver<Job>, every: Duration) {
     let mut stmts = match Statements::prepare(&conn) {
         Ok(s) => s,
         Err(e) => {
@@ -223,6 +234,9 @@ fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>, every: Durat
             return;
         }
     };
+    // Without its checkpointer (no thread could start) the store keeps SQLite's own
+    // automatic checkpoint, inline.
+    let checkpoints = Checkpoints::start(&conn, path).ok();
     let mut sweep = Sweep {
         next_at: Instant::now() + every,
         every,
@@ -254,15 +268,14 @@ fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>, every: Durat
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         };
-        // Requests come from many tasks: waiting a moment for the ones right behind the
-        // first lets one commit serve a burst (a commit per request was the store's
-        // main cost), for at most `LINGER` of latency.
+        // Group commit: the requests that queued while the last transaction ran share the
+        // next one. Nothing waits for more to come: each read burst is already one request
+        // (durable.rs), and lingering 300 µs for company cost a burst 15 % of its
+        // throughput (bench/NOTES.md, "SQLite in arrival order").
         let mut ops = first.ops.len();
         let mut batch = vec![first];
-        let until = Instant::now() + LINGER;
         while ops < MAX_BATCH {
-            let left = until.saturating_duration_since(Instant::now());
-            match jobs.recv_timeout(left) {
+            match jobs.try_recv() {
                 Ok(job) => {
                     ops += job.ops.len();
                     batch.push(job);
@@ -281,6 +294,9 @@ fn serve(conn: Connection, app_id: &str, jobs: mpsc::Receiver<Job>, every: Durat
             sweep.chunk(&mut stmts, now)?;
             Ok(answers)
         });
+        if let Some(c) = &checkpoints {
+            c.committed(&conn);
+        }
         match applied {
             Ok(answers) => {
                 let mut answers = answers.into_iter();
@@ -325,44 +341,41 @@ pub(crate) fn sweep_interval(ttl: Duration) -> Duration {
     (ttl / 12).clamp(SWEEP_MIN, SWEEP_MAX)
 }
 
-/// Where the sweep of expired rows is: it walks the primary key a chunk per
+/// Where the sweep of expired rows is: it walks the rows in arrival order a chunk per
 /// transaction, so it never holds the file's write lock for a whole-table scan.
 struct Sweep {
     next_at: Instant,
     every: Duration,
-    /// The key the next chunk starts at; `None` between sweeps.
-    cursor: Option<(String, String)>,
+    /// The row id the next chunk starts after; `None` between sweeps.
+    cursor: Option<i64>,
 }
 
 impl Sweep {
     fn start(&mut self) {
-        self.cursor = Some((String::new(), String::new()));
+        self.cursor = Some(0);
         self.next_at = Instant::now() + self.every;
     }
 
-    /// Deletes the expired rows among the next `SWEEP_CHUNK` keys (of every app: the
-    /// file may be shared by several bots); the sweep ends at the table's end.
+    /// Deletes the expired rows among the next `SWEEP_CHUNK` (of every app: the file may
+    /// be shared by several bots); the sweep ends at the table's end.
     fn chunk(&mut self, stmts: &mut Statements<'_>, now: i64) -> rusqlite::Result<()> {
-        let Some((app, event)) = self.cursor.take() else {
+        let Some(after) = self.cursor.take() else {
             return Ok(());
         };
         let mut expired = Vec::new();
         let mut read = 0;
-        let mut last = (app, event);
-        // `>=` the last key of the chunk before: that one is read again, which keeps
-        // the first chunk (from the empty key) simple.
-        let mut rows = stmts.scan.query(params![last.0, last.1, SWEEP_CHUNK])?;
+        let mut last = after;
+        let mut rows = stmts.scan.query(params![after, SWEEP_CHUNK])?;
         while let Some(row) = rows.next()? {
             read += 1;
-            let key: (String, String) = (row.get(0)?, row.get(1)?);
-            if row.get::<_, i64>(2)? <= now {
-                expired.push(key.clone());
+            last = row.get(0)?;
+            if row.get::<_, i64>(1)? <= now {
+                expired.push(last);
             }
-            last = key;
         }
         drop(rows);
-        for (app, event) in &expired {
-            stmts.delete_expired.execute(params![app, event, now])?;
+        for id in expired {
+            stmts.delete_expired.execute(params![id, now])?;
         }
         if read == SWEEP_CHUNK {
             self.cursor = Some(last);
@@ -720,7 +733,6 @@ pub(crate) mod tests {
                 .unwrap()
         };
         assert_eq!(get("cache_size"), -16_384);
-        assert_eq!(get("wal_autocheckpoint"), 10_000);
         assert_eq!(get("journal_size_limit"), 64 * 1024 * 1024);
         // NORMAL: a commit survives the process being killed, without an fsync each.
         assert_eq!(get("synchronous"), 1);
@@ -734,5 +746,85 @@ pub(crate) mod tests {
         assert_eq!(e.code.as_str(), "INVALID_CONFIG");
         assert!(e.message.contains("not a database"), "{}", e.message);
         assert!(e.message.contains("dedupe.db"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_table_of_another_shape_is_invalid_config() {
+        let path = temp("shape");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE feishu_transport_dedupe (app_id TEXT, event_id TEXT, value BLOB, expires_at INTEGER, PRIMARY KEY (app_id, event_id)) WITHOUT ROWID",
+        )
+        .unwrap();
+        drop(conn);
+        let e = SqliteStore::open(&path, "cli_a", TEST_TTL).err().unwrap();
+        assert_eq!(e.code.as_str(), "INVALID_CONFIG");
+        assert!(e.message.contains("dedupe.db"), "{}", e.message);
+        assert!(e.message.contains("no such column: id"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_file_locked_by_another_process_answers_an_error_within_the_busy_timeout() {
+        let path = temp("locked");
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = Instant::now();
+        let found = s.run(claim("e1", "a:1", 60_000)).await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(&found, Err(e) if e.contains("locked")),
+            "{found:?}"
+        );
+        // A claim and a result each wait this long at most, both within the 3 s in
+        // which Feishu expects the ack.
+        assert!(waited >= BUSY_TIMEOUT, "{waited:?}");
+        assert!(waited < BUSY_TIMEOUT * 3 / 2, "{waited:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            s.run(claim("e1", "a:2", 60_000)).await,
+            Ok(Some(Claim::Owned))
+        );
+    }
+
+    #[test]
+    fn a_bursts_results_rewrite_a_few_pages_not_one_each() {
+        let path = temp("layout");
+        let conn = connect(&path).unwrap();
+        let mut stmts = Statements::prepare(&conn).unwrap();
+        let random = || format!("{:032x}", rand::random::<u128>());
+        let claim_all = |stmts: &mut Statements<'_>, keys: &[String]| {
+            transaction(&conn, || {
+                for k in keys {
+                    stmts
+                        .insert
+                        .execute(params!["cli_a", k, b"C".as_slice(), 1])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        };
+        let earlier: Vec<String> = (0..5_000).map(|_| random()).collect();
+        claim_all(&mut stmts, &earlier);
+        let burst: Vec<String> = (0..200).map(|_| random()).collect();
+        claim_all(&mut stmts, &burst);
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        transaction(&conn, || {
+            for k in &burst {
+                stmts
+                    .update
+                    .execute(params!["cli_a", k, vec![b'R'; 60], 2])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        // The WAL now holds exactly the pages the results rewrote: the burst's rows, in
+        // arrival order. A result that moves its row and rewrites its index entry
+        // (INSERT OR REPLACE) wrote 77 pages here.
+        let written: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap();
+        assert!(written <= 20, "{written} pages for 200 results");
     }
 }

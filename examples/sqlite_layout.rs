@@ -1,0 +1,120 @@
+//! The SQLite dedupe store's write pattern alone, for choosing its table layout (not part
+//! of the addon; bench/NOTES.md, "SQLite in arrival order"):
+//!
+//!     cargo run --release --example sqlite_layout -- LAYOUT PAGE_SIZE BURST EVENTS PREFILL
+//!
+//! Each burst claims `BURST` random 32-hex event ids in one transaction and stores their
+//! results in the next, as the store does for a read burst; `PREFILL` rows are there
+//! first. `LAYOUT` is `key` (a WITHOUT ROWID table keyed by `(app_id, event_id)`, the
+//! store's first layout) or `arrival` (rows in arrival order, a unique index on the key:
+//! the store's layout now). The store's PRAGMAs; `CHECKPOINT=<pages>` sets
+//! `wal_autocheckpoint` (0: none). Prints microseconds per event, wall and CPU (the
+//! process's, Linux only).
+
+use std::time::Instant;
+
+use rusqlite::{params, Connection};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [layout, page, burst, events, prefill] = args.as_slice() else {
+        eprintln!("usage: sqlite_layout key|arrival PAGE_SIZE BURST EVENTS PREFILL");
+        std::process::exit(2);
+    };
+    let arrival = match layout.as_str() {
+        "key" => false,
+        "arrival" => true,
+        other => panic!("layout {other}: key or arrival"),
+    };
+    let number = |s: &str| s.parse::<usize>().expect("a number");
+    let (page, burst, events, prefill) =
+        (number(page), number(burst), number(events), number(prefill));
+    let checkpoint: i64 = std::env::var("CHECKPOINT")
+        .map(|v| v.parse().expect("CHECKPOINT: a number of pages"))
+        .unwrap_or(10_000);
+
+    let dir = std::env::temp_dir().join(format!("sqlite-layout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dedupe.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "page_size", page as i64).unwrap();
+    let _: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.pragma_update(None, "cache_size", -16_384).unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint)
+        .unwrap();
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .unwrap();
+    conn.execute_batch(if arrival {
+        "CREATE TABLE d (id INTEGER PRIMARY KEY, app_id TEXT NOT NULL, event_id TEXT NOT NULL, value BLOB NOT NULL, expires_at INTEGER NOT NULL);
+         CREATE UNIQUE INDEX d_key ON d (app_id, event_id);"
+    } else {
+        "CREATE TABLE d (app_id TEXT NOT NULL, event_id TEXT NOT NULL, value BLOB NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (app_id, event_id)) WITHOUT ROWID;"
+    })
+    .unwrap();
+
+    let app = "cli_a1b2c3d4e5f6a7b8";
+    let mut seed = 42u64;
+    let mut id = move || format!("{:016x}{:016x}", splitmix(&mut seed), splitmix(&mut seed));
+    let (claim, result) = (vec![b'c'; 40], vec![b'r'; 60]);
+    let mut insert = conn
+        .prepare("INSERT INTO d (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
+        .unwrap();
+    let mut update = conn
+        .prepare("UPDATE d SET value = ?3, expires_at = ?4 WHERE app_id = ?1 AND event_id = ?2")
+        .unwrap();
+
+    conn.execute_batch("BEGIN").unwrap();
+    for _ in 0..prefill {
+        insert.execute(params![app, id(), result, 1]).unwrap();
+    }
+    conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
+    let mut done = 0;
+    while done < events {
+        let ids: Vec<String> = (0..burst).map(|_| id()).collect();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for k in &ids {
+            insert.execute(params![app, k, claim, 2]).unwrap();
+        }
+        conn.execute_batch("COMMIT; BEGIN IMMEDIATE").unwrap();
+        for k in &ids {
+            update.execute(params![app, k, result, 3]).unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        done += burst;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
+    println!(
+        "{layout} page={page} burst={burst} prefill={prefill} checkpoint={checkpoint}: {:.2} µs/event wall, {} µs/event CPU, {:.0} events/s",
+        wall * 1e6 / done as f64,
+        cpu.map_or("?".into(), |c| format!("{:.2}", c * 1e6 / done as f64)),
+        done as f64 / wall
+    );
+    drop(insert);
+    drop(update);
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SplitMix64: random-looking, repeatable ids, as the emulator's.
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The process's user + system CPU time (`/proc/self/stat`, clock ticks of 10 ms).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
