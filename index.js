@@ -224,6 +224,10 @@ function checkOptions(options, reading) {
     throw invalid(`logLevel must be one of ${LOG_LEVELS.join(', ')}`)
   }
   const n = { appId: o.appId, appSecret: o.appSecret, domain: o.domain, userAgent: o.userAgent }
+  // Without an onStatus there is nobody to tell: the native side then skips serialising a
+  // status snapshot and crossing into JavaScript at every change (backpressure on and off
+  // at every burst of a saturated transport).
+  n.statusNotes = typeof o.onStatus === 'function'
   // Three states, which napi cannot tell apart by itself: undefined reads the
   // environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), null connects directly.
   if (!('proxy' in o)) n.proxyMode = 'env'

@@ -483,6 +483,11 @@ export interface NativeTransportOptions {
   /** `tls.caPem`, as text (`index.js` decodes a Buffer). */
   tlsCaPem?: string
   tlsSystemRoots?: boolean
+  /**
+   * Whether JavaScript listens for status notes (`onStatus` given); without it none is
+   * serialised or sent.
+   */
+  statusNotes?: boolean
 }
 
 /** The version of this package, for the User-Agent and for diagnostics. */

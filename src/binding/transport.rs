@@ -73,6 +73,9 @@ pub struct NativeTransportOptions {
     /// `tls.caPem`, as text (`index.js` decodes a Buffer).
     pub tls_ca_pem: Option<String>,
     pub tls_system_roots: Option<bool>,
+    /// Whether JavaScript listens for status notes (`onStatus` given); without it none is
+    /// serialised or sent.
+    pub status_notes: Option<bool>,
 }
 
 /// A stable error code as the `code` property of a thrown JS error.
@@ -236,6 +239,8 @@ pub struct NativeTransport {
     /// Where every run's events take their `seq`s from: numbers are never reused, so a
     /// late settle from an earlier run can never answer an event of the current one.
     seqs: Arc<AtomicU64>,
+    /// Whether status notes are sent to JavaScript (`status_notes`).
+    status_notes: bool,
     /// This transport's entry in its environment's cleanup list, kept for its `Drop`.
     _cleanup: super::cleanup::Registration,
 }
@@ -495,6 +500,8 @@ impl EventHandler for JsHandler {
 
 struct JsObserver {
     callback: LifecycleCallback,
+    /// `false` when JavaScript has no `onStatus`: status notes are then not serialised.
+    status_notes: bool,
 }
 
 impl JsObserver {
@@ -531,6 +538,9 @@ impl Observer for JsObserver {
         self.emit("error", error_json(error));
     }
     fn status(&self, status: &StatusSnapshot) {
+        if !self.status_notes {
+            return;
+        }
         self.emit("status", serde_json::to_value(status).unwrap_or_default());
     }
     fn log(&self, level: LogLevel, message: &str) {
@@ -557,6 +567,7 @@ impl NativeTransport {
         options: NativeTransportOptions,
         discover: Option<DiscoverFunction<'_>>,
     ) -> Result<Self, Code> {
+        let status_notes = options.status_notes.unwrap_or(true);
         let mut cfg = config_from_options(options)
             .map_err(|e| Error::new(Code(e.code.as_str()), e.message))?;
         if let Some(f) = discover {
@@ -574,6 +585,7 @@ impl NativeTransport {
             inner,
             bridge: Mutex::new(Weak::new()),
             seqs: Arc::default(),
+            status_notes,
             _cleanup: cleanup,
         })
     }
@@ -611,6 +623,7 @@ impl NativeTransport {
         let handler = Arc::new(JsHandler { callback, bridge });
         let observer = Arc::new(JsObserver {
             callback: lifecycle,
+            status_notes: self.status_notes,
         });
         let started = self.inner.start(handler, observer);
         // The bridge belongs to the run: only a run that really started replaces the
