@@ -883,7 +883,9 @@ if (writeStoresOnly && !failed && storeSection) {
   const previous = readFileSync(file, 'utf8')
   const section = storeMarkdown(storeSection, cfg.stores, meta.command)
   const begin = previous.indexOf(STORES_BEGIN)
-  const end = previous.indexOf(STORES_END)
+  // The end marker after the begin marker: an earlier section without its begin marker
+  // (one was hand-edited off) made every run add a section instead of replacing one.
+  const end = begin >= 0 ? previous.indexOf(STORES_END, begin) : -1
   let next
   if (begin >= 0 && end > begin) next = previous.slice(0, begin) + section + previous.slice(end + STORES_END.length)
   else if (previous.includes(KEPT)) next = previous.replace(KEPT, `${section}\n\n${KEPT}`)
