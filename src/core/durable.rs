@@ -1134,4 +1134,53 @@ mod tests {
         assert_eq!(duplicates, 3);
         assert_eq!(store_errors(&restarted), 0);
     }
+
+    /// Issue 17: with `handlerTimeoutMs` off a burst's claims are renewed while its
+    /// handlers run. Renewals refused by the store are counted and make one outage
+    /// warning; the claims are not given up (they are still ours, just not extended), so
+    /// the renewal after the store heals extends them again, that is said once, and the
+    /// handlers' results are stored and acked.
+    #[tokio::test]
+    async fn renewals_refused_mid_handler_are_counted_warned_about_once_and_resume() {
+        let path = temp("renew-fail");
+        let s = setup_store(store(sqlite(&path)), Duration::ZERO);
+        s.gate.send_replace(false);
+        let mut rx = read_burst(&s, &["n1", "n2"]);
+        s.handler.called(2).await;
+        fail_writes(&path, &["UPDATE"]);
+        // A renewal tick (every third of the lease) fails for both claims.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store_errors(&s) < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no renewal failed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        in_outage(
+            &s,
+            2,
+            store_errors(&s),
+            "(renew a claim: SQLite: injected failure)",
+        );
+        heal(&path);
+        while !s.status.snapshot().store.healthy {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no renewal after healing"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let again = logged(&s, LogLevel::Info, "the dedupe store answers again");
+        assert_eq!(again.len(), 1, "{again:?}");
+        s.gate.send_replace(true);
+        assert_eq!(acks(&mut rx, 2).await, all_ok(2));
+        assert!(logged(&s, LogLevel::Warn, "no longer ours").is_empty());
+        assert_eq!(logged(&s, LogLevel::Warn, "").len(), 1);
+        let other = Other(sqlite(&path));
+        for id in ["n1", "n2"] {
+            assert_eq!(
+                other.claim(id, "other.1").await,
+                Some(Claim::Done(AckPayload::Ok)),
+                "{id}"
+            );
+        }
+    }
 }
