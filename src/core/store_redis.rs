@@ -44,10 +44,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 ";
 
-/// Bounds every command, so an unreachable server delays an event by this at most before
-/// it is handled without the store.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bounds every command, so an unreachable or hung server delays an event by this at
+/// most per call before it is handled without the store. An event waits on two calls
+/// (its claim, its result) before its ack, which Feishu expects within 3 s: at 2 s each,
+/// as before, a hung server's events were acked after 4 s. A Redis that takes a second
+/// to answer is an outage.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct RedisStore {
     client: redis::Client,
@@ -279,5 +282,48 @@ pub(crate) mod tests {
         );
         tokio::time::sleep(lease / 2).await;
         assert_eq!(s.claim("e1", "d:2", lease).await, Ok(Claim::Owned));
+    }
+
+    /// Sends `signal` to the server's process (`kill`, as std has no signals).
+    fn signal(server: &Server, signal: &str) {
+        let pid = server.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    #[tokio::test]
+    async fn a_hung_server_answers_each_call_with_an_error_within_a_second_or_so() {
+        let server = Server::start().await;
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let s = RedisStore::open(&url, "cli_a", &TlsOptions::default()).unwrap();
+        let lease = Duration::from_secs(60);
+        assert_eq!(s.claim("e1", "a:1", lease).await, Ok(Claim::Owned));
+        // Stopped, not gone: the socket stays open and nothing answers.
+        signal(&server, "-STOP");
+        // A claim and a result each wait this long at most, both within the 3 s in
+        // which Feishu expects the ack; the first and the later calls alike.
+        for call in 0..3 {
+            let started = std::time::Instant::now();
+            let found = s.claim(&format!("h{call}"), "a:2", lease).await;
+            let waited = started.elapsed();
+            assert!(found.is_err(), "{found:?}");
+            assert!(
+                waited < Duration::from_millis(1500),
+                "call {call}: {waited:?}"
+            );
+        }
+        signal(&server, "-CONT");
+        // Answering again, the same store is used again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for attempt in 0.. {
+            // A fresh key each time: an attempt that timed out may still have claimed its own.
+            if s.claim(&format!("e2.{attempt}"), "a:3", lease).await == Ok(Claim::Owned) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not answering again");
+        }
     }
 }
