@@ -80,7 +80,8 @@ export interface DedupeOptions {
    * - `'memory'` (default): this process only, forgotten on restart;
    * - `'sqlite:<path>'`: a SQLite file (created if missing, WAL), shared by the processes
    *   of one host and kept across restarts. Opened by the constructor: a file that is not
-   *   a SQLite database throws INVALID_CONFIG naming it;
+   *   a SQLite database, or whose `feishu_transport_dedupe` table has another shape,
+   *   throws INVALID_CONFIG naming it;
    * - `'redis://[user:password@]host[:port][/db]'` or `'rediss://…'` (TLS, rustls): a
    *   Redis or Valkey server shared by every process and host of the bot. Connected on
    *   first use; an unreachable server never stops events (see `status().store`). The
@@ -92,7 +93,10 @@ export interface DedupeOptions {
    * Keys are namespaced by appId and expire after `ttlMs` (a SQLite file is swept every
    * `ttlMs` / 12, between a minute and an hour); a claim lives `handlerTimeoutMs` + 5 s,
    * or, when the timeout is off, 5 min + 5 s renewed every third of that while the
-   * handler runs. Anything else throws INVALID_CONFIG naming the accepted forms.
+   * handler runs. A store call (a Redis command or connection, a SQLite write waiting
+   * on another process's lock) fails after 1 s, so an event's claim and result both fit
+   * in Feishu's 3 s ack window. Anything else throws INVALID_CONFIG naming the accepted
+   * forms.
    */
   store?: string
 }
