@@ -95,7 +95,7 @@ export interface DedupeOptions {
    * or, when the timeout is off, 5 min + 5 s renewed every third of that while the
    * handler runs. A store call (a Redis command or connection, a SQLite write waiting
    * on another process's lock) fails after 1 s, so an event's claim and result both fit
-   * in Feishu's 3 s ack window. Anything else throws INVALID_CONFIG naming the accepted
+   * in Feishu's 3 s ack window. Any other string throws INVALID_CONFIG naming the accepted
    * forms.
    */
   store?: string
