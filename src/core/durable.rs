@@ -891,11 +891,7 @@ mod tests {
     #[tokio::test]
     async fn one_event_keeps_its_redis_claim_while_its_handler_outlives_the_lease() {
         let server = crate::core::store_redis::tests::Server::start().await;
-        let redis = || {
-            let url = format!("redis://127.0.0.1:{}", server.port);
-            let tls = crate::core::tls::TlsOptions::default();
-            Backend::Redis(Box::new(RedisStore::open(&url, "cli_a", &tls).unwrap()))
-        };
+        let redis = || Backend::Redis(Box::new(server.open()));
         one_event_keeps_its_claim(setup(redis(), LEASE * 4), Other(redis())).await;
     }
 
@@ -938,14 +934,14 @@ mod tests {
         let path = temp("lost");
         let s = setup(sqlite(&path), LEASE * 5);
         let run = tokio::spawn(event(&s, "e1").run());
-        // Wait for our claim, then write another owner's into the row.
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        // Wait for our claim, then append another owner's after it, as a process that
+        // took it over would.
+        let conn = side_connection(&path);
         let theirs = crate::core::store::claim_value("thief.1");
         let expires = crate::core::status::now_ms() as i64 + LEASE.as_millis() as i64;
         while conn
             .execute(
-                "UPDATE feishu_transport_dedupe SET value = ?1, expires_at = ?2 WHERE event_id = 'e1'",
+                "INSERT INTO feishu_transport_dedupe_log (app_id, event_id, value, expires_at) SELECT app_id, event_id, ?1, ?2 FROM feishu_transport_dedupe_log WHERE event_id = 'e1' LIMIT 1",
                 rusqlite::params![theirs, expires],
             )
             .unwrap()
@@ -971,29 +967,30 @@ mod tests {
         setup_store(Arc::new(store), Duration::ZERO)
     }
 
-    /// Makes the live store's `kinds` of writes ("INSERT", "UPDATE") fail from another
-    /// connection on its file, as a full or failing disk would. SQLite re-prepares the
-    /// store thread's statements after this schema change, so its next ones run the
-    /// triggers. Only the table's name is used: its columns and indexes may change.
-    fn fail_writes(path: &std::path::Path, kinds: &[&str]) {
+    /// A connection of its own on the store's file, as another process on the host has.
+    fn side_connection(path: &std::path::Path) -> rusqlite::Connection {
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        for kind in kinds {
-            conn.execute_batch(&format!(
-                "CREATE TRIGGER boom_{kind} BEFORE {kind} ON feishu_transport_dedupe BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
-            ))
+        conn
+    }
+
+    /// Makes every write of the live store fail, from another connection on its file, as
+    /// a full or failing disk would. SQLite re-prepares the store thread's statements
+    /// after this schema change, so its next ones run the trigger. Only the table's name
+    /// is used: its columns may change.
+    fn fail_writes(path: &std::path::Path) {
+        side_connection(path)
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON feishu_transport_dedupe_log BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            )
             .unwrap();
-        }
     }
 
     /// Ends [`fail_writes`]'s failures.
     fn heal(path: &std::path::Path) {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn.execute_batch(
-            "DROP TRIGGER IF EXISTS boom_INSERT; DROP TRIGGER IF EXISTS boom_UPDATE",
-        )
-        .unwrap();
+        side_connection(path)
+            .execute_batch("DROP TRIGGER IF EXISTS boom")
+            .unwrap();
     }
 
     /// Reads `ids` as one burst (tokens 1, 2, ... in order); the answers come on the
@@ -1070,7 +1067,7 @@ mod tests {
     async fn a_burst_whose_claims_fail_is_handled_once_each_counted_and_warned_about_once() {
         let path = temp("claims-fail");
         let s = counted_setup(&path);
-        fail_writes(&path, &["INSERT"]);
+        fail_writes(&path);
         let acked = acks(&mut read_burst(&s, &["f1", "f2", "f3"]), 3).await;
         assert_eq!(acked, all_ok(3));
         in_outage(
@@ -1094,8 +1091,7 @@ mod tests {
         // Called only once their claims committed.
         s.handler.called(3).await;
         assert_eq!(store_errors(&s), 0);
-        // INSERT too: a result whose claim row is gone is written anew.
-        fail_writes(&path, &["INSERT", "UPDATE"]);
+        fail_writes(&path);
         s.gate.send_replace(true);
         assert_eq!(acks(&mut rx, 3).await, all_ok(3));
         in_outage(&s, 3, 3, "(store the result: SQLite: injected failure)");
@@ -1109,7 +1105,7 @@ mod tests {
     async fn once_the_store_takes_writes_again_a_burst_is_stored_and_that_is_said_once() {
         let path = temp("heals");
         let s = counted_setup(&path);
-        fail_writes(&path, &["INSERT", "UPDATE"]);
+        fail_writes(&path);
         assert_eq!(acks(&mut read_burst(&s, &["d1", "d2"]), 2).await, all_ok(2));
         in_outage(&s, 2, 4, "(claim: SQLite: injected failure)");
         heal(&path);
@@ -1147,7 +1143,7 @@ mod tests {
         s.gate.send_replace(false);
         let mut rx = read_burst(&s, &["n1", "n2"]);
         s.handler.called(2).await;
-        fail_writes(&path, &["UPDATE"]);
+        fail_writes(&path);
         // A renewal tick (every third of the lease) fails for both claims.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while store_errors(&s) < 2 {

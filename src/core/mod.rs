@@ -29,6 +29,7 @@ pub mod status;
 pub mod store;
 pub mod store_redis;
 pub mod store_sqlite;
+mod store_sqlite_index;
 pub mod supervisor;
 pub mod tls;
 pub mod wal_checkpoint;

@@ -242,6 +242,14 @@ pub(crate) mod tests {
         }
     }
 
+    impl Server {
+        /// A store on this server for the app `cli_a`.
+        pub(crate) fn open(&self) -> RedisStore {
+            let url = format!("redis://127.0.0.1:{}", self.port);
+            RedisStore::open(&url, "cli_a", &TlsOptions::default()).unwrap()
+        }
+    }
+
     impl Drop for Server {
         fn drop(&mut self) {
             let _ = self.child.kill();
@@ -252,8 +260,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_renewal_extends_only_our_own_claim() {
         let server = Server::start().await;
-        let url = format!("redis://127.0.0.1:{}", server.port);
-        let s = RedisStore::open(&url, "cli_a", &TlsOptions::default()).unwrap();
+        let s = server.open();
         let lease = Duration::from_millis(300);
         assert_eq!(s.claim("e1", "a:1", lease).await, Ok(Claim::Owned));
         // Renewed past its first lease: still held a lease and a half later.
@@ -297,8 +304,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_hung_server_answers_each_call_with_an_error_within_a_second_or_so() {
         let server = Server::start().await;
-        let url = format!("redis://127.0.0.1:{}", server.port);
-        let s = RedisStore::open(&url, "cli_a", &TlsOptions::default()).unwrap();
+        let s = server.open();
         let lease = Duration::from_secs(60);
         assert_eq!(s.claim("e1", "a:1", lease).await, Ok(Claim::Owned));
         // Stopped, not gone: the socket stays open and nothing answers.

@@ -15,11 +15,12 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::error::TransportError;
 use super::store::{claim_value, decode, Claim};
+use super::store_sqlite_index::{Entry, LogIndex};
 use super::wal_checkpoint::Checkpoints;
 
 /// One request to the store thread.
@@ -79,22 +80,27 @@ const SWEEP_CHUNK: i64 = 2048;
 /// expects within 3 s: waiting 5 s each, as before, acked a burst after 10 s.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Rows are kept in arrival order (an integer primary key) and found by a unique index on
-/// `(app_id, event_id)`. Feishu's event ids are random: keyed by them (as a WITHOUT ROWID
-/// table was), every claim and every result rewrote a page of its own, two random 4 KiB
-/// WAL frames per event. Here a claim adds one random index entry and appends its row,
-/// and a result rewrites only its row, on the last pages, which one commit shares among
-/// a burst (about 1.1 frames per event; bench/NOTES.md, "SQLite in arrival order").
+/// The store is a log: every claim, result, renewal and release appends a row holding
+/// the key's new state, and a key's latest row is its state. An empty value is a release
+/// (the key is free again). Rows never change once written, and nothing but the sweep
+/// deletes them.
+///
+/// Feishu's event ids are random: a B-tree keyed by them (a WITHOUT ROWID table first,
+/// then a unique index) took every claim to a page of its own, one 4 KiB WAL frame per
+/// event, most of the store's cost. Appended rows of a burst share a few pages, and the
+/// key's latest row is found in memory (`store_sqlite_index.rs`): 16 µs of CPU per event
+/// before, 3 to 4 now (bench/NOTES.md, "SQLite as a log").
+///
+/// `AUTOINCREMENT`: ids are never used twice, even once the sweep deleted the last rows,
+/// so "the rows after the last I read" is exact for every process on the file.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS feishu_transport_dedupe (
-  id INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS feishu_transport_dedupe_log (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   app_id TEXT NOT NULL,
   event_id TEXT NOT NULL,
   value BLOB NOT NULL,
   expires_at INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS feishu_transport_dedupe_key
-  ON feishu_transport_dedupe (app_id, event_id);
 ";
 
 impl SqliteStore {
@@ -153,13 +159,10 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
         )));
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Feishu's event ids are random, so claims land all over the key index and every
-    // commit dirties about one page per event. SQLite's default 2 MiB cache then spends
-    // the store thread reading the same pages again: with a 16 MiB cache, a burst of
-    // random ids ran 20 % faster at 10 % less CPU per event (bench/NOTES.md, "Random
-    // event ids"). The WAL is checkpointed off the store thread (wal_checkpoint.rs), and
-    // truncated back to 64 MiB at most once a checkpoint has caught up.
-    conn.pragma_update(None, "cache_size", -16_384)?;
+    // SQLite's default page cache (2 MiB) is enough: rows are appended and read back
+    // near the end of the log, never looked up all over the file. The WAL is checkpointed
+    // off the store thread (wal_checkpoint.rs), and truncated back to 64 MiB at most once
+    // a checkpoint has caught up.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.execute_batch(SCHEMA)?;
     // A table of the same name but another shape (a file another program made, or an
@@ -171,12 +174,9 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 /// The statements of the store thread, prepared once for its life (rusqlite's own
 /// statement cache would bring in a hasher under a license the project has not taken).
 struct Statements<'c> {
-    insert: rusqlite::Statement<'c>,
-    read: rusqlite::Statement<'c>,
-    update: rusqlite::Statement<'c>,
-    write: rusqlite::Statement<'c>,
-    release: rusqlite::Statement<'c>,
-    renew: rusqlite::Statement<'c>,
+    append: rusqlite::Statement<'c>,
+    tail: rusqlite::Statement<'c>,
+    row: rusqlite::Statement<'c>,
     scan: rusqlite::Statement<'c>,
     delete_expired: rusqlite::Statement<'c>,
 }
@@ -184,36 +184,23 @@ struct Statements<'c> {
 impl<'c> Statements<'c> {
     fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
         Ok(Statements {
-            // A claim is one insert when the key is free (the common case); only a
-            // conflict reads the row.
-            insert: conn.prepare(
-                "INSERT INTO feishu_transport_dedupe (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            append: conn.prepare(
+                "INSERT INTO feishu_transport_dedupe_log (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4)",
             )?,
-            read: conn.prepare(
-                "SELECT value, expires_at FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2",
+            // The rows appended since the last read, by anyone, in order. Other apps'
+            // rows (bots sharing the file) are read too, once, so that the next read
+            // starts after them rather than going through them again.
+            tail: conn.prepare(
+                "SELECT id, app_id = ?2, event_id, length(value) = 0, expires_at FROM feishu_transport_dedupe_log WHERE id > ?1 ORDER BY id",
             )?,
-            // A result replaces its claim in place (INSERT OR REPLACE deletes the row
-            // and inserts it again).
-            update: conn.prepare(
-                "UPDATE feishu_transport_dedupe SET value = ?3, expires_at = ?4 WHERE app_id = ?1 AND event_id = ?2",
-            )?,
-            write: conn.prepare(
-                "INSERT OR REPLACE INTO feishu_transport_dedupe (app_id, event_id, value, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            )?,
-            release: conn.prepare(
-                "DELETE FROM feishu_transport_dedupe WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
-            )?,
-            renew: conn.prepare(
-                "UPDATE feishu_transport_dedupe SET expires_at = ?4 WHERE app_id = ?1 AND event_id = ?2 AND value = ?3",
-            )?,
+            row: conn.prepare("SELECT value FROM feishu_transport_dedupe_log WHERE id = ?1")?,
             // The sweep walks the rows in arrival order, every app's (the file may be
-            // shared by several bots), a chunk at a time: no index on `expires_at`,
-            // which every claim and result would otherwise update too.
+            // shared by several bots), a chunk at a time.
             scan: conn.prepare(
-                "SELECT id, expires_at FROM feishu_transport_dedupe WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, expires_at FROM feishu_transport_dedupe_log WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?,
             delete_expired: conn.prepare(
-                "DELETE FROM feishu_transport_dedupe WHERE id = ?1 AND expires_at <= ?2",
+                "DELETE FROM feishu_transport_dedupe_log WHERE id = ?1 AND expires_at <= ?2",
             )?,
         })
     }
@@ -234,6 +221,14 @@ fn serve(conn: Connection, path: &Path, app_id: &str, jobs: mpsc::Receiver<Job>,
             return;
         }
     };
+    // The whole log is read once, here, outside any write lock (a reader does not block
+    // the file's writers in WAL mode): about 1 s for a million rows, which the first
+    // requests wait for. Should it fail, the first transaction reads it.
+    let mut log = Log {
+        index: LogIndex::default(),
+        app_id,
+    };
+    let _ = log.catch_up(&mut stmts, super::status::now_ms() as i64);
     // Without its checkpointer (no thread could start) the store keeps SQLite's own
     // automatic checkpoint, inline.
     let checkpoints = Checkpoints::start(&conn, path).ok();
@@ -263,6 +258,7 @@ fn serve(conn: Connection, path: &Path, app_id: &str, jobs: mpsc::Receiver<Job>,
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     sweep.start();
+                    log.index.prune(super::status::now_ms() as i64);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -283,12 +279,17 @@ fn serve(conn: Connection, path: &Path, app_id: &str, jobs: mpsc::Receiver<Job>,
                 Err(_) => break,
             }
         }
+        let now = super::status::now_ms() as i64;
         if sweep.cursor.is_none() && Instant::now() >= sweep.next_at {
             sweep.start();
+            log.index.prune(now);
         }
-        let now = super::status::now_ms() as i64;
         let applied = transaction(&conn, || {
-            let answers = apply(&mut stmts, app_id, &batch, now)?;
+            // Under the write lock: what other processes appended first, so that every
+            // decision below is taken on the file's state.
+            log.catch_up(&mut stmts, now)?;
+            log.index.begin();
+            let answers = log.apply(&mut stmts, &batch, now)?;
             // Under a steady load the queue is never empty: the sweep advances by a
             // chunk inside the batches' transactions too.
             sweep.chunk(&mut stmts, now)?;
@@ -306,6 +307,8 @@ fn serve(conn: Connection, path: &Path, app_id: &str, jobs: mpsc::Receiver<Job>,
                 }
             }
             Err(e) => {
+                // Our rows were rolled back: so are their entries.
+                log.index.rollback();
                 let why = format!("SQLite: {e}");
                 for job in batch {
                     let _ = job.reply.send(Err(why.clone()));
@@ -384,67 +387,128 @@ impl Sweep {
     }
 }
 
-/// Applies `batch`'s operations, in order, inside the caller's transaction.
-fn apply(
-    stmts: &mut Statements<'_>,
-    app_id: &str,
-    batch: &[Job],
-    now: i64,
-) -> rusqlite::Result<Vec<Option<Claim>>> {
-    let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    let mut answers = Vec::with_capacity(batch.len());
-    for op in batch.iter().flat_map(|job| &job.ops) {
-        answers.push(match op {
-            Op::Claim { key, owner, lease } => {
-                let value = claim_value(owner);
-                let until = now.saturating_add(ms(lease));
-                if stmts.insert.execute(params![app_id, key, value, until])? == 1 {
-                    Some(Claim::Owned)
-                } else {
-                    // Taken: a live value answers the claim; an expired one (a crashed
-                    // holder's claim, an old result the sweep has not reached) is
-                    // taken over.
-                    let (stored, expires_at): (Vec<u8>, i64) = stmts
-                        .read
-                        .query_row(params![app_id, key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    if expires_at > now {
-                        Some(decode(&stored))
-                    } else {
-                        stmts.update.execute(params![app_id, key, value, until])?;
+/// One app's log in the file and its index in memory.
+struct Log<'a> {
+    index: LogIndex,
+    app_id: &'a str,
+}
+
+impl Log<'_> {
+    /// Reads the rows appended since the last read (by other processes; ours are in the
+    /// index already), oldest first: each of the app's is its key's state now.
+    fn catch_up(&mut self, stmts: &mut Statements<'_>, now: i64) -> rusqlite::Result<()> {
+        let mut rows = stmts.tail.query(params![self.index.seen, self.app_id])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            self.index.seen = id;
+            if !row.get::<_, bool>(1)? {
+                continue;
+            }
+            let (released, expires_at): (bool, i64) = (row.get(3)?, row.get(4)?);
+            let key = row.get_ref(2)?.as_str()?;
+            // A release, or a state already over, leaves the key free.
+            let live = !released && expires_at > now;
+            self.index
+                .set(key, live.then_some(Entry { id, expires_at }));
+        }
+        Ok(())
+    }
+
+    /// The key's live state: its entry and its row's value.
+    fn live(
+        &self,
+        stmts: &mut Statements<'_>,
+        key: &str,
+        now: i64,
+    ) -> rusqlite::Result<Option<(Entry, Vec<u8>)>> {
+        let Some(entry) = self.index.get(key).filter(|e| e.expires_at > now) else {
+            return Ok(None);
+        };
+        // A row swept meanwhile (by another process whose clock said it had expired) is
+        // a free key.
+        let value = stmts
+            .row
+            .query_row(params![entry.id], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?;
+        Ok(value.map(|v| (entry, v)))
+    }
+
+    /// Appends the key's new state and points its entry at it (`None`: released).
+    fn append(
+        &mut self,
+        stmts: &mut Statements<'_>,
+        key: &str,
+        value: &[u8],
+        expires_at: i64,
+    ) -> rusqlite::Result<()> {
+        let id = stmts
+            .append
+            .insert(params![self.app_id, key, value, expires_at])?;
+        self.index.seen = id;
+        let entry = (!value.is_empty()).then_some(Entry { id, expires_at });
+        self.index.change(key, entry);
+        Ok(())
+    }
+
+    /// Applies `batch`'s operations, in order, inside the caller's transaction.
+    fn apply(
+        &mut self,
+        stmts: &mut Statements<'_>,
+        batch: &[Job],
+        now: i64,
+    ) -> rusqlite::Result<Vec<Option<Claim>>> {
+        let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let mut answers = Vec::with_capacity(batch.len());
+        for op in batch.iter().flat_map(|job| &job.ops) {
+            answers.push(match op {
+                Op::Claim { key, owner, lease } => match self.live(stmts, key, now)? {
+                    // A live value answers the claim; a free key, an expired claim (a
+                    // crashed holder's) or an expired result is ours.
+                    Some((_, stored)) => Some(decode(&stored)),
+                    None => {
+                        let until = now.saturating_add(ms(lease));
+                        self.append(stmts, key, &claim_value(owner), until)?;
                         Some(Claim::Owned)
                     }
+                },
+                Op::Complete { key, value, ttl } => {
+                    // Whatever the key held: normally our claim, or nothing if it was
+                    // released or swept meanwhile.
+                    self.append(stmts, key, value, now.saturating_add(ms(ttl)))?;
+                    None
                 }
-            }
-            Op::Complete { key, value, ttl } => {
-                let until = now.saturating_add(ms(ttl));
-                // The claim is normally there to replace; a row swept or released
-                // meanwhile is written anew.
-                if stmts.update.execute(params![app_id, key, value, until])? == 0 {
-                    stmts.write.execute(params![app_id, key, value, until])?;
+                Op::Release { key, owner } => {
+                    let mine = claim_value(owner);
+                    if let Some((entry, _)) = self
+                        .live(stmts, key, now)?
+                        .filter(|(_, stored)| *stored == mine)
+                    {
+                        // The release row lives as long as the claim it ends, so the
+                        // sweep never leaves that claim (or an older one, which expires
+                        // no later: see Renew) as the key's latest row.
+                        self.append(stmts, key, &[], entry.expires_at)?;
+                    }
+                    None
                 }
-                None
-            }
-            Op::Release { key, owner } => {
-                stmts
-                    .release
-                    .execute(params![app_id, key, claim_value(owner)])?;
-                None
-            }
-            Op::Renew { key, owner, lease } => {
-                let until = now.saturating_add(ms(lease));
-                let renewed =
-                    stmts
-                        .renew
-                        .execute(params![app_id, key, claim_value(owner), until])?;
-                Some(if renewed == 1 {
-                    Claim::Owned
-                } else {
-                    Claim::Held
-                })
-            }
-        });
+                Op::Renew { key, owner, lease } => {
+                    let mine = claim_value(owner);
+                    match self
+                        .live(stmts, key, now)?
+                        .filter(|(_, stored)| *stored == mine)
+                    {
+                        Some((entry, _)) => {
+                            // Never sooner than before, so a key's rows expire in order.
+                            let until = now.saturating_add(ms(lease)).max(entry.expires_at);
+                            self.append(stmts, key, &mine, until)?;
+                            Some(Claim::Owned)
+                        }
+                        None => Some(Claim::Held),
+                    }
+                }
+            });
+        }
+        Ok(answers)
     }
-    Ok(answers)
 }
 
 #[cfg(test)]
@@ -687,7 +751,7 @@ pub(crate) mod tests {
             let app = if i % 3 == 0 { "cli_b" } else { "cli_a" };
             let expires_at = if i % 2 == 0 { 1_000 } else { 3_000 };
             stmts
-                .write
+                .append
                 .execute(params![
                     app,
                     format!("e{i:06}"),
@@ -709,13 +773,15 @@ pub(crate) mod tests {
         }
         assert!(chunks >= 3, "{chunks} chunks");
         let left: i64 = conn
-            .query_row("SELECT count(*) FROM feishu_transport_dedupe", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM feishu_transport_dedupe_log",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         let live: i64 = conn
             .query_row(
-                "SELECT count(*) FROM feishu_transport_dedupe WHERE expires_at > 2000",
+                "SELECT count(*) FROM feishu_transport_dedupe_log WHERE expires_at > 2000",
                 [],
                 |r| r.get(0),
             )
@@ -725,14 +791,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_connection_is_tuned_for_random_keys() {
+    fn the_connection_keeps_its_wal_short_and_commits_without_an_fsync_each() {
         let path = temp("tuned");
         let conn = connect(&path).unwrap();
         let get = |p: &str| -> i64 {
             conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
                 .unwrap()
         };
-        assert_eq!(get("cache_size"), -16_384);
         assert_eq!(get("journal_size_limit"), 64 * 1024 * 1024);
         // NORMAL: a commit survives the process being killed, without an fsync each.
         assert_eq!(get("synchronous"), 1);
@@ -753,7 +818,7 @@ pub(crate) mod tests {
         let path = temp("shape");
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
-            "CREATE TABLE feishu_transport_dedupe (app_id TEXT, event_id TEXT, value BLOB, expires_at INTEGER, PRIMARY KEY (app_id, event_id)) WITHOUT ROWID",
+            "CREATE TABLE feishu_transport_dedupe_log (app_id TEXT, event_id TEXT, value BLOB, expires_at INTEGER, PRIMARY KEY (app_id, event_id)) WITHOUT ROWID",
         )
         .unwrap();
         drop(conn);
@@ -787,44 +852,174 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn a_bursts_results_rewrite_a_few_pages_not_one_each() {
+    /// The WAL frames written since the log was last reset (another connection's view).
+    fn wal_frames(side: &Connection) -> i64 {
+        side.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bursts_claims_and_results_each_write_a_few_pages_not_one_per_event() {
         let path = temp("layout");
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let random = || format!("{:032x}", rand::random::<u128>());
+        let earlier: Vec<Op> = (0..5_000)
+            .map(|_| claim(&random(), "a:0", 60_000))
+            .collect();
+        s.run_many(earlier).await.unwrap();
+        let side = Connection::open(&path).unwrap();
+        side.busy_timeout(Duration::from_secs(5)).unwrap();
+        let burst: Vec<String> = (0..200).map(|_| random()).collect();
+        let reset = || {
+            side.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap()
+        };
+        reset();
+        let claims = burst.iter().map(|k| claim(k, "a:1", 60_000)).collect();
+        let owned = s.run_many(claims).await.unwrap();
+        assert!(owned.iter().all(|a| *a == Some(Claim::Owned)));
+        let for_claims = wal_frames(&side);
+        reset();
+        let data = AckPayload::OkWithData(vec![b'R'; 60]);
+        let results = burst.iter().map(|k| complete(k, &data, 60_000)).collect();
+        s.run_many(results).await.unwrap();
+        let for_results = wal_frames(&side);
+        // The rows are appended, a burst's on the same few pages. A claim that inserts
+        // into an index on the random event ids (the layout before) wrote 180 to 200
+        // pages for these 200 claims.
+        assert!(for_claims <= 20, "{for_claims} pages for 200 claims");
+        assert!(for_results <= 20, "{for_results} pages for 200 results");
+    }
+
+    #[tokio::test]
+    async fn a_store_opened_on_the_file_reads_every_state_in_it() {
+        let path = temp("reopen");
+        let a = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let hex = format!("{:032x}", rand::random::<u128>());
+        for key in ["done", "held", "released", "renewed", hex.as_str()] {
+            a.run(claim(key, "a:1", 60_000)).await.unwrap();
+        }
+        a.run(complete("done", &AckPayload::Ok, 60_000))
+            .await
+            .unwrap();
+        a.run(complete(&hex, &AckPayload::Ok, 60_000))
+            .await
+            .unwrap();
+        a.run(release("released", "a:1")).await.unwrap();
+        a.run(renew("renewed", "a:1", 60_000)).await.unwrap();
+        drop(a);
+        let b = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let found = b
+            .run_many(vec![
+                claim("done", "b:1", 60_000),
+                claim(&hex, "b:1", 60_000),
+                claim("held", "b:1", 60_000),
+                claim("released", "b:1", 60_000),
+                claim("renewed", "b:1", 60_000),
+                claim("new", "b:1", 60_000),
+            ])
+            .await
+            .unwrap();
+        let done = Some(Claim::Done(AckPayload::Ok));
+        let (held, owned) = (Some(Claim::Held), Some(Claim::Owned));
+        assert_eq!(
+            found,
+            vec![done.clone(), done, held.clone(), owned.clone(), held, owned]
+        );
+    }
+
+    /// A transaction that fails takes its entries with it. Its rows' ids are used again by
+    /// the next rows: an entry left behind would point at another key's row.
+    #[tokio::test]
+    async fn a_failed_batch_leaves_no_entry_behind() {
+        let path = temp("rollback");
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let side = Connection::open(&path).unwrap();
+        side.execute_batch(
+            "CREATE TRIGGER boom BEFORE INSERT ON feishu_transport_dedupe_log WHEN NEW.event_id = 'bad' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        )
+        .unwrap();
+        let failed = s
+            .run_many(vec![
+                claim("good", "a:1", 60_000),
+                claim("bad", "a:1", 60_000),
+            ])
+            .await;
+        assert!(
+            matches!(&failed, Err(e) if e.contains("injected failure")),
+            "{failed:?}"
+        );
+        side.execute_batch("DROP TRIGGER boom").unwrap();
+        // Takes the id the failed claim of "good" had.
+        assert_eq!(
+            s.run(claim("other", "a:2", 60_000)).await,
+            Ok(Some(Claim::Owned))
+        );
+        assert_eq!(
+            s.run(claim("good", "a:3", 60_000)).await,
+            Ok(Some(Claim::Owned))
+        );
+    }
+
+    /// Another process reads "the rows after the last one I read": an id used again once
+    /// the sweep deleted the last rows would be a row it never reads.
+    #[tokio::test]
+    async fn ids_are_never_used_again_once_the_last_rows_are_swept() {
+        let path = temp("ids");
+        let a = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        let b = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        a.run(claim("e1", "a:1", 60_000)).await.unwrap();
+        b.run(claim("e2", "b:1", 60_000)).await.unwrap();
+        // Every row gone, as a sweep does once they have expired.
+        let side = Connection::open(&path).unwrap();
+        side.execute_batch("DELETE FROM feishu_transport_dedupe_log")
+            .unwrap();
+        a.run(claim("e3", "a:2", 60_000)).await.unwrap();
+        assert_eq!(
+            b.run(claim("e3", "b:2", 60_000)).await,
+            Ok(Some(Claim::Held))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_never_shortens_a_claim() {
+        let path = temp("shorter");
+        let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
+        s.run(claim("e1", "a:1", 60_000)).await.unwrap();
+        assert_eq!(s.run(renew("e1", "a:1", 1)).await, Ok(Some(Claim::Owned)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            s.run(claim("e1", "b:1", 60_000)).await,
+            Ok(Some(Claim::Held))
+        );
+    }
+
+    #[test]
+    fn a_catch_up_reads_other_apps_rows_once_and_skips_them() {
+        let path = temp("apps");
         let conn = connect(&path).unwrap();
         let mut stmts = Statements::prepare(&conn).unwrap();
-        let random = || format!("{:032x}", rand::random::<u128>());
-        let claim_all = |stmts: &mut Statements<'_>, keys: &[String]| {
-            transaction(&conn, || {
-                for k in keys {
-                    stmts
-                        .insert
-                        .execute(params!["cli_a", k, b"C".as_slice(), 1])?;
-                }
-                Ok(())
-            })
-            .unwrap();
+        let mut log = Log {
+            index: LogIndex::default(),
+            app_id: "cli_a",
         };
-        let earlier: Vec<String> = (0..5_000).map(|_| random()).collect();
-        claim_all(&mut stmts, &earlier);
-        let burst: Vec<String> = (0..200).map(|_| random()).collect();
-        claim_all(&mut stmts, &burst);
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-        transaction(&conn, || {
-            for k in &burst {
-                stmts
-                    .update
-                    .execute(params!["cli_a", k, vec![b'R'; 60], 2])?;
-            }
-            Ok(())
-        })
-        .unwrap();
-        // The WAL now holds exactly the pages the results rewrote: the burst's rows, in
-        // arrival order. A result that moves its row and rewrites its index entry
-        // (INSERT OR REPLACE) wrote 77 pages here.
-        let written: i64 = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-            .unwrap();
-        assert!(written <= 20, "{written} pages for 200 results");
+        let mut last = 0;
+        for (app, key) in [("cli_a", "e1"), ("cli_b", "e2"), ("cli_b", "e1")] {
+            last = stmts
+                .append
+                .insert(params![app, key, b"C".as_slice(), i64::MAX])
+                .unwrap();
+        }
+        log.catch_up(&mut stmts, 0).unwrap();
+        assert_eq!(
+            log.index.seen, last,
+            "the next read starts after cli_b's rows"
+        );
+        assert_eq!(
+            log.index.get("e1").map(|e| e.id),
+            Some(1),
+            "cli_a's own row"
+        );
+        assert_eq!(log.index.get("e2"), None);
     }
 }
