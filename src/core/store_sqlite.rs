@@ -284,11 +284,13 @@ fn serve(conn: Connection, path: &Path, app_id: &str, jobs: mpsc::Receiver<Job>,
             sweep.start();
             log.index.prune(now);
         }
+        // Before the catch-up: a transaction that fails while catching up undoes nothing
+        // of the last one (which committed), and its rows are read again next time.
+        log.index.begin();
         let applied = transaction(&conn, || {
             // Under the write lock: what other processes appended first, so that every
             // decision below is taken on the file's state.
             log.catch_up(&mut stmts, now)?;
-            log.index.begin();
             let answers = log.apply(&mut stmts, &batch, now)?;
             // Under a steady load the queue is never empty: the sweep advances by a
             // chunk inside the batches' transactions too.
@@ -405,7 +407,11 @@ impl Log<'_> {
                 continue;
             }
             let (released, expires_at): (bool, i64) = (row.get(3)?, row.get(4)?);
-            let key = row.get_ref(2)?.as_str()?;
+            // An id that is not text was not written by this store: no event of ours can
+            // have it, and failing on it would fail every transaction after.
+            let Ok(key) = row.get_ref(2)?.as_str() else {
+                continue;
+            };
             // A release, or a state already over, leaves the key free.
             let live = !released && expires_at > now;
             self.index
@@ -995,7 +1001,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_catch_up_reads_other_apps_rows_once_and_skips_them() {
+    fn a_catch_up_reads_other_apps_rows_and_foreign_ids_once_and_skips_them() {
         let path = temp("apps");
         let conn = connect(&path).unwrap();
         let mut stmts = Statements::prepare(&conn).unwrap();
@@ -1010,6 +1016,16 @@ pub(crate) mod tests {
                 .insert(params![app, key, b"C".as_slice(), i64::MAX])
                 .unwrap();
         }
+        // Not written by the store (a blob id): skipped, not an error for ever after.
+        last = stmts
+            .append
+            .insert(params![
+                "cli_a",
+                b"\xff".as_slice(),
+                b"C".as_slice(),
+                i64::MAX
+            ])
+            .unwrap();
         log.catch_up(&mut stmts, 0).unwrap();
         assert_eq!(
             log.index.seen, last,
