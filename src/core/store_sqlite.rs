@@ -1009,15 +1009,14 @@ pub(crate) mod tests {
             index: LogIndex::default(),
             app_id: "cli_a",
         };
-        let mut last = 0;
         for (app, key) in [("cli_a", "e1"), ("cli_b", "e2"), ("cli_b", "e1")] {
-            last = stmts
+            stmts
                 .append
-                .insert(params![app, key, b"C".as_slice(), i64::MAX])
+                .execute(params![app, key, b"C".as_slice(), i64::MAX])
                 .unwrap();
         }
         // Not written by the store (a blob id): skipped, not an error for ever after.
-        last = stmts
+        let last = stmts
             .append
             .insert(params![
                 "cli_a",
