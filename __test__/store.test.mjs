@@ -318,13 +318,20 @@ test('SQLite refusing writes mid-run: bursts are still handled once and acked, e
   }
 })
 
-test('Redis, two processes: an event delivered to one and re-delivered to the other is handled once, both acks carry its result', async () => {
-  const redis = await redisServer()
+/**
+ * Two processes (child bots) sharing `store`, both running before either event: each
+ * event delivered to one and re-delivered to the other is handled once, and both acks
+ * carry its result.
+ */
+async function sharedByTwoProcesses(store) {
   const emulator = await FeishuEmulator.start()
+  const bots = []
   try {
-    const a = bot(emulator, 'A', redis.url)
+    const a = bot(emulator, 'A', store)
+    bots.push(a)
     const connA = await connect(emulator, a)
-    const b = bot(emulator, 'B', redis.url)
+    const b = bot(emulator, 'B', store)
+    bots.push(b)
     const connB = await connect(emulator, b)
     for (const [first, second, id] of [[connA, connB, 'ev-ab'], [connB, connA, 'ev-ba']]) {
       const m1 = emulator.pushEvent(payload(id), { connectionId: first })
@@ -341,9 +348,25 @@ test('Redis, two processes: an event delivered to one and re-delivered to the ot
     assert.equal(a.handled(), 1)
     await Promise.all([a.stop(), b.stop()])
   } finally {
+    // A failed assertion leaves the bots running: killed, so the test fails, not hangs.
+    await Promise.all(bots.filter((x) => x.child.exitCode === null && x.child.signalCode === null).map((x) => x.kill9()))
     await emulator.close()
+  }
+}
+
+test('Redis, two processes: an event delivered to one and re-delivered to the other is handled once, both acks carry its result', async () => {
+  const redis = await redisServer()
+  try {
+    await sharedByTwoProcesses(redis.url)
+  } finally {
     await redis.stop()
   }
+})
+
+// Both store threads have read the file when they open, before either event: only the
+// rows each reads before it writes (the other's claim, then its result) tell it.
+test('SQLite, two processes on one file: an event delivered to one and re-delivered to the other is handled once, both acks carry its result', async () => {
+  await sharedByTwoProcesses(`sqlite:${dbPath()}`)
 })
 
 test('Redis stopped mid-run: events are still handled, storeErrors counted and logged once; shared again once it returns', async () => {
