@@ -705,7 +705,7 @@ mod tests {
     use crate::core::dedupe::{Begin, Dedupe, DedupeConfig};
     use crate::core::observer::Observer;
     use crate::core::redact::Redactor;
-    use crate::core::store_sqlite::tests::temp;
+    use crate::core::store_sqlite::tests::{side_connection, temp};
 
     /// A short lease, so a handler can outlive several of them in a test.
     const LEASE: Duration = Duration::from_millis(300);
@@ -965,13 +965,6 @@ mod tests {
         let minute = Duration::from_secs(60);
         let store = DurableStore::new(sqlite(path), minute, minute, false);
         setup_store(Arc::new(store), Duration::ZERO)
-    }
-
-    /// A connection of its own on the store's file, as another process on the host has.
-    fn side_connection(path: &std::path::Path) -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn
     }
 
     /// Makes every write of the live store fail, from another connection on its file, as

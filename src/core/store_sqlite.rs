@@ -439,6 +439,19 @@ impl Log<'_> {
         Ok(value.map(|v| (entry, v)))
     }
 
+    /// The key's entry while it is `owner`'s live claim.
+    fn ours(
+        &self,
+        stmts: &mut Statements<'_>,
+        key: &str,
+        owner: &str,
+        now: i64,
+    ) -> rusqlite::Result<Option<Entry>> {
+        let mine = claim_value(owner);
+        let live = self.live(stmts, key, now)?;
+        Ok(live.filter(|(_, stored)| *stored == mine).map(|(e, _)| e))
+    }
+
     /// Appends the key's new state and points its entry at it (`None`: released).
     fn append(
         &mut self,
@@ -484,11 +497,7 @@ impl Log<'_> {
                     None
                 }
                 Op::Release { key, owner } => {
-                    let mine = claim_value(owner);
-                    if let Some((entry, _)) = self
-                        .live(stmts, key, now)?
-                        .filter(|(_, stored)| *stored == mine)
-                    {
+                    if let Some(entry) = self.ours(stmts, key, owner, now)? {
                         // The release row lives as long as the claim it ends, so the
                         // sweep never leaves that claim (or an older one, which expires
                         // no later: see Renew) as the key's latest row.
@@ -497,15 +506,11 @@ impl Log<'_> {
                     None
                 }
                 Op::Renew { key, owner, lease } => {
-                    let mine = claim_value(owner);
-                    match self
-                        .live(stmts, key, now)?
-                        .filter(|(_, stored)| *stored == mine)
-                    {
-                        Some((entry, _)) => {
+                    match self.ours(stmts, key, owner, now)? {
+                        Some(entry) => {
                             // Never sooner than before, so a key's rows expire in order.
                             let until = now.saturating_add(ms(lease)).max(entry.expires_at);
-                            self.append(stmts, key, &mine, until)?;
+                            self.append(stmts, key, &claim_value(owner), until)?;
                             Some(Claim::Owned)
                         }
                         None => Some(Claim::Held),
@@ -555,6 +560,14 @@ pub(crate) mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("dedupe.db")
+    }
+
+    /// A connection of its own on the store's file, as another process on the host has
+    /// (also used by durable.rs's tests).
+    pub(crate) fn side_connection(path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
     }
 
     fn claim(key: &str, owner: &str, lease_ms: u64) -> Op {
@@ -838,7 +851,7 @@ pub(crate) mod tests {
     async fn a_file_locked_by_another_process_answers_an_error_within_the_busy_timeout() {
         let path = temp("locked");
         let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
-        let other = Connection::open(&path).unwrap();
+        let other = side_connection(&path);
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let started = Instant::now();
         let found = s.run(claim("e1", "a:1", 60_000)).await;
@@ -873,8 +886,7 @@ pub(crate) mod tests {
             .map(|_| claim(&random(), "a:0", 60_000))
             .collect();
         s.run_many(earlier).await.unwrap();
-        let side = Connection::open(&path).unwrap();
-        side.busy_timeout(Duration::from_secs(5)).unwrap();
+        let side = side_connection(&path);
         let burst: Vec<String> = (0..200).map(|_| random()).collect();
         let reset = || {
             side.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -940,7 +952,7 @@ pub(crate) mod tests {
     async fn a_failed_batch_leaves_no_entry_behind() {
         let path = temp("rollback");
         let s = SqliteStore::open(&path, "cli_a", TEST_TTL).unwrap();
-        let side = Connection::open(&path).unwrap();
+        let side = side_connection(&path);
         side.execute_batch(
             "CREATE TRIGGER boom BEFORE INSERT ON feishu_transport_dedupe_log WHEN NEW.event_id = 'bad' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
         )
@@ -977,7 +989,7 @@ pub(crate) mod tests {
         a.run(claim("e1", "a:1", 60_000)).await.unwrap();
         b.run(claim("e2", "b:1", 60_000)).await.unwrap();
         // Every row gone, as a sweep does once they have expired.
-        let side = Connection::open(&path).unwrap();
+        let side = side_connection(&path);
         side.execute_batch("DELETE FROM feishu_transport_dedupe_log")
             .unwrap();
         a.run(claim("e3", "a:2", 60_000)).await.unwrap();
