@@ -121,14 +121,16 @@ async function startRaw() {
   clients.push({ close: async () => { raw.exiting = true; child.stdin.end('exit\n'); await new Promise((r) => child.once('exit', r)) } })
 }
 
-// On-CPU ms of each thread of this process by name (/proc/self/task/TID/schedstat).
+// On-CPU ms and runs (times the thread was put on a CPU: its wakes) of each thread of this
+// process by name, from /proc/self/task/TID/schedstat: "on-CPU ns, waiting ns, runs".
 function threadCpuMs() {
   const out = {}
   for (const tid of readdirSync('/proc/self/task')) {
     try {
-      const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+      const [ns, , runs] = readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ').map(Number)
       const name = Number(tid) === process.pid ? 'main (JS)' : readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()
       out[name] = (out[name] || 0) + ns / 1e6
+      out[`${name} runs`] = (out[`${name} runs`] || 0) + runs
     } catch {}
   }
   return out

@@ -9,10 +9,15 @@
 // still run a JavaScript handler; a transport's "native / floor" ratio says how much its
 // own machinery adds on top of Node's.
 //
-//   node bench/node-floor.mjs --count 3000 --warmup 300 --rate 1000
+//   node bench/node-floor.mjs --count 3000 --warmup 300 --rate 1000 [--work floor|parse|wake]
+//
+// `--work` takes the floor apart (bench/NOTES.md, "Wakes per event"): `floor` (the
+// default, what the bench runs) parses, calls the handler and acks; `parse` parses and
+// calls the handler but writes nothing; `wake` only finds each event's end in the bytes
+// read, so it measures the wake and libuv's delivery of the data to JavaScript alone.
 //
 // The parent pushes; a forked child is the client and prints one JSON line:
-// { cpuMsPer1k, eventsPerSec, peakRssMB, handled }. CPU is the child's own
+// { cpuMsPer1k, eventsPerSec, peakRssMB, handled, latency } (latency: with --work floor). CPU is the child's own
 // (process.cpuUsage(): every thread), from the end of the warm-up to the last event, as
 // bench/client.mjs measures the other clients.
 import { fork } from 'node:child_process'
@@ -27,8 +32,10 @@ const { values: a, positionals } = parseArgs({
     count: { type: 'string', default: '3000' },
     warmup: { type: 'string', default: '300' },
     rate: { type: 'string', default: '1000' },
+    work: { type: 'string', default: 'floor' },
   },
 })
+if (!['floor', 'parse', 'wake'].includes(a.work)) throw new Error(`--work must be floor, parse or wake, not ${a.work}`)
 const count = Number(a.count)
 const warmup = Number(a.warmup)
 const rate = Number(a.rate)
@@ -40,6 +47,8 @@ function peakRssMB() {
 
 if (positionals[0] === 'client') {
   const socket = net.connect(Number(positionals[1]), '127.0.0.1')
+  // As every client here (and the emulator) does: an ack leaves when it is written.
+  socket.setNoDelay(true)
   const ack = Buffer.from('{"code":200,"headers":{}}\n')
   const handler = () => undefined
   const total = warmup + count
@@ -51,9 +60,12 @@ if (positionals[0] === 'client') {
     let data = buffered ? Buffer.concat([buffered, chunk]) : chunk
     let nl
     while ((nl = data.indexOf(10)) >= 0) {
-      const event = JSON.parse(data.toString('utf8', 0, nl))
+      if (a.work !== 'wake') {
+        const event = JSON.parse(data.toString('utf8', 0, nl))
+        if (a.work === 'floor') Promise.resolve(handler(event)).then(() => socket.write(ack))
+        else Promise.resolve(handler(event))
+      }
       data = data.subarray(nl + 1)
-      Promise.resolve(handler(event)).then(() => socket.write(ack))
       if (++n === warmup) {
         cpu = process.cpuUsage()
         t0 = process.hrtime.bigint()
@@ -78,23 +90,49 @@ if (positionals[0] === 'client') {
     return `${JSON.stringify(base)}\n`
   }
   const total = warmup + count
+  // Ack latency as the emulator measures it for the other clients: from the event's write
+  // to its ack's arrival, here in this pusher's JavaScript (so it also holds the pusher's
+  // own wake for the ack), for the events after the warm-up.
+  const sentAt = new Float64Array(total)
+  const latencies = []
   const server = net.createServer((c) => {
-    c.resume()
+    c.setNoDelay(true)
     let sent = 0
+    let acked = 0
+    c.on('data', (chunk) => {
+      const now = performance.now()
+      for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) {
+        if (acked >= warmup && acked < total) latencies.push(now - sentAt[acked])
+        acked++
+      }
+    })
     const start = process.hrtime.bigint()
     // One event per 1/rate s on a monotonic schedule, so each arrives alone as in the
     // emulator's steady scenarios.
     const tick = () => {
       const due = Math.min(total, Math.floor((Number(process.hrtime.bigint() - start) / 1e9) * rate) + 1)
-      while (sent < due) c.write(line(sent++))
+      while (sent < due) {
+        const text = line(sent)
+        sentAt[sent++] = performance.now()
+        c.write(text)
+      }
       if (sent < total) setTimeout(tick, Math.max(0, ((sent / rate) * 1e3) - Number(process.hrtime.bigint() - start) / 1e6))
     }
     tick()
   })
   server.listen(0, '127.0.0.1', () => {
-    const child = fork(fileURLToPath(import.meta.url), ['client', String(server.address().port), '--count', a.count, '--warmup', a.warmup, '--rate', a.rate], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const child = fork(fileURLToPath(import.meta.url), ['client', String(server.address().port), '--count', a.count, '--warmup', a.warmup, '--rate', a.rate, '--work', a.work], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
     child.on('exit', (code) => {
       server.close()
+      const result = JSON.parse(out.trim().split('\n').pop())
+      if (latencies.length) {
+        const sorted = latencies.sort((x, y) => x - y)
+        const at = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 1000)
+        result.latency = { samples: sorted.length, p50Us: at(0.5), p99Us: at(0.99), maxUs: Math.round(sorted[sorted.length - 1] * 1000) }
+      }
+      console.log(JSON.stringify(result))
       process.exit(code ?? 1)
     })
   })

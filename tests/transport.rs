@@ -669,6 +669,56 @@ async fn hostile_frames_are_dropped_counted_and_the_connection_keeps_working() {
     em.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_fragmented_message_expires_and_is_counted() {
+    // The expiry check is armed only while fragments are held (connection.rs,
+    // EXPIRY_TICK): a first fragment must arm it, and the partial must still go.
+    let em = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let mut cfg = config(&em);
+    cfg.fragment_limits.expiry = Duration::from_millis(200);
+    let r = start(cfg, TestHandler::ok());
+    r.connected().await;
+    em.send_frame(None, data_frame("never-finished", "2", "0", b"{"));
+    let t = r.transport.clone();
+    wait_until("the partial expired", Duration::from_secs(5), || {
+        t.status().counters.dropped_frames >= 1
+    })
+    .await;
+    assert_eq!(r.transport.status().counters.dropped_frames, 1);
+    let expired = r
+        .observer
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, text)| {
+            *l == LogLevel::Warn && text.contains("discarded 1 incomplete fragmented message")
+        })
+        .count();
+    assert_eq!(expired, 1);
+    // A later fragmented message is assembled and handled as before.
+    push_fragmented_and_expect_200(&em, "after-expiry", 2, Duration::from_secs(5)).await;
+    r.stop().await.unwrap();
+    em.close().await;
+}
+
+/// Pushes event `name` in `fragments` fragments and asserts its ack, within `within`, is 200.
+async fn push_fragmented_and_expect_200(
+    em: &Emulator,
+    name: &str,
+    fragments: usize,
+    within: Duration,
+) {
+    let id = em.push_event(
+        event(name),
+        PushOptions {
+            fragments,
+            ..PushOptions::default()
+        },
+    );
+    assert_eq!(em.wait_for_ack(&id, None, within).await.unwrap().code, 200);
+}
+
 /// A connected transport (fragment buffer capped at 1 MiB) sent `n` first fragments of
 /// 1 KiB each, of messages that never finish.
 async fn flooded_with_partials(prefix: &str, n: usize) -> (Emulator, Running) {
@@ -712,21 +762,8 @@ async fn ten_thousand_unfinished_messages_stay_bounded() {
 async fn a_fragmented_event_is_handled_at_once_while_junk_partials_fill_every_slot() {
     // Every slot and every buffered byte taken by messages that will never finish.
     let (em, r) = flooded_with_partials("junk", 2_000).await;
-    let id = em.push_event(
-        event("real-fragmented"),
-        PushOptions {
-            fragments: 3,
-            ..PushOptions::default()
-        },
-    );
     // Refusing the newcomer (the old rule) left it unacked until the junk expired (10 s).
-    assert_eq!(
-        em.wait_for_ack(&id, None, Duration::from_secs(3))
-            .await
-            .unwrap()
-            .code,
-        200
-    );
+    push_fragmented_and_expect_200(&em, "real-fragmented", 3, Duration::from_secs(3)).await;
     r.stop().await.unwrap();
     em.close().await;
 }

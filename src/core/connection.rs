@@ -140,8 +140,10 @@ impl EventTypes {
 }
 
 const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
-/// Partial fragments expire after 10 s; checking every second keeps memory honest without
-/// waking the task often.
+/// Partial fragments expire after 10 s; checking every second while any are held keeps
+/// memory honest. With none held the check is not armed, so an idle session wakes for its
+/// pings only (a tick that ran always cost an idle bot two or three wakes a second:
+/// bench/NOTES.md, "The idle session's one-second tick").
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 /// Messages read in one turn of the session loop before it looks at its other inputs:
 /// enough to amortise the turn under load, few enough that acks and pings never wait long.
@@ -242,13 +244,14 @@ impl Session<'_> {
         let mut pong_deadline: Option<tokio::time::Instant> = None;
         let mut slow_armed = false;
         let mut deadline_armed = false;
+        let mut expiry_armed = false;
 
         // The timers live across turns of the loop and are reset only when their deadline
         // changes: a `sleep_until` made afresh in every turn registers with and leaves the
         // runtime's timer wheel each time, once per message read under load.
         let ping_timer = tokio::time::sleep_until(next_ping);
         let pong_timer = tokio::time::sleep(Duration::from_secs(86_400));
-        let expiry_timer = tokio::time::sleep(EXPIRY_TICK);
+        let expiry_timer = tokio::time::sleep(Duration::from_secs(86_400));
         let drain_timer = tokio::time::sleep(Duration::from_secs(86_400));
         let slow_timer = tokio::time::sleep(Duration::from_secs(86_400));
         let deadline_timer = tokio::time::sleep(Duration::from_secs(86_400));
@@ -298,6 +301,15 @@ impl Session<'_> {
                     deadline_timer.as_mut().reset(due);
                     deadline_armed = true;
                 }
+            }
+            // Armed while fragments are held (and so it fires once more after the last
+            // one completes); disarmed it is not polled, and a timer that fired and is
+            // not polled again wakes nobody: with no fragments, no wake at all.
+            if !expiry_armed && self.assembler.pending_messages() > 0 {
+                expiry_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + EXPIRY_TICK);
+                expiry_armed = true;
             }
             let saturated = self.inflight.len() >= cfg.max_concurrent_handlers;
             self.note_backpressure(draining.is_none() && saturated);
@@ -409,14 +421,14 @@ impl Session<'_> {
                     }
                     lost!(self.healthy, ErrorCode::PongTimeout, "nothing arrived within {} ms of a ping: the connection is presumed dead", cfg.timeouts.pong.as_millis());
                 }
-                () = &mut expiry_timer => {
+                () = &mut expiry_timer, if expiry_armed => {
+                    expiry_armed = false;
                     let expired = self.assembler.expire(Instant::now());
                     if expired > 0 {
                         self.ctx.status.counters.dropped_frames.fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
                         let tag = &self.conn_tag;
                         log.warn(|| format!("discarded {expired} incomplete fragmented message(s) after the 10 s limit{tag}"));
                     }
-                    expiry_timer.as_mut().reset(tokio::time::Instant::now() + EXPIRY_TICK);
                 }
                 () = &mut slow_timer, if slow_armed => {
                     slow_armed = false;
