@@ -28,7 +28,9 @@ need_pip=0
 while read -r p; do
   case "$p" in ''|'#'*) continue ;; esac
   name="${p%%==*}"; want="${p##*==}"
-  have="$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')"
+  # `pip show` exits 1 for a package that is not installed; under pipefail that would end
+  # the script on a machine that has none of them yet, instead of installing them.
+  have="$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)"
   [ "$have" = "$want" ] || need_pip=1
 done <"$req"
 if [ "$need_pip" = 1 ]; then
