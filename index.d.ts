@@ -81,7 +81,8 @@ export interface DedupeOptions {
    * - `'sqlite:<path>'`: a SQLite file (created if missing, WAL), shared by the processes
    *   of one host and kept across restarts. Opened by the constructor: a file that is not
    *   a SQLite database, or whose `feishu_transport_dedupe_log` table has another
-   *   shape, throws INVALID_CONFIG naming it. Each process keeps where the file's live
+   *   shape, throws INVALID_CONFIG naming it; a file other processes hold locked is
+   *   waited for up to 5 s first. Each process keeps where the file's live
    *   events are in memory (about 70 MB per million) and reads the whole file when the
    *   store opens (about 1 s per million rows);
    * - `'redis://[user:password@]host[:port][/db]'` or `'rediss://…'` (TLS, rustls): a

@@ -147,7 +147,35 @@ impl SqliteStore {
     }
 }
 
+/// How long opening the file waits out other connections on its first statements, and
+/// how often it tries again meanwhile. Setting WAL mode on a new file and creating the
+/// table take locks that SQLite refuses at once, without its busy handler, when another
+/// process is doing the same (two bots starting together, one restarting while another
+/// writes). Such a refusal is over within milliseconds; a file still locked after this
+/// is reported.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+const OPEN_RETRY: Duration = Duration::from_millis(10);
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let give_up = Instant::now() + OPEN_WAIT;
+    loop {
+        match setup(path) {
+            Err(e) if is_busy(&e) && Instant::now() < give_up => std::thread::sleep(OPEN_RETRY),
+            done => return done,
+        }
+    }
+}
+
+/// A lock another connection holds: SQLITE_BUSY or SQLITE_LOCKED.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// One attempt at opening the file and readying it for the store.
+fn setup(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Reading the journal mode is the first read of the file: a file that is not a
@@ -845,6 +873,31 @@ pub(crate) mod tests {
         assert_eq!(e.code.as_str(), "INVALID_CONFIG");
         assert!(e.message.contains("dedupe.db"), "{}", e.message);
         assert!(e.message.contains("no such column: id"), "{}", e.message);
+    }
+
+    #[test]
+    fn processes_opening_one_new_file_at_once_all_open_it() {
+        // Two processes starting together (or one restarting while another writes) meet
+        // on the file's first statements: setting WAL mode and creating the table take
+        // locks that SQLite refuses at once, without its busy handler.
+        for round in 0..40 {
+            let path = temp(&format!("race{round}"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|i| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteStore::open(&path, &format!("cli_{i}"), TEST_TTL).map(drop)
+                    })
+                })
+                .collect();
+            for o in openers {
+                if let Err(e) = o.join().unwrap() {
+                    panic!("round {round}: {}", e.message);
+                }
+            }
+        }
     }
 
     #[tokio::test]
