@@ -11,15 +11,16 @@
 //
 //   node bench/node-floor.mjs --count 3000 --warmup 300 --rate 1000 [--work floor|parse|wake]
 //
-// `--work` takes the floor apart (bench/NOTES.md, "Wakes per event"): `floor` (the
+// `--work` takes the floor apart (bench/NOTES.md, "The floor taken apart"): `floor` (the
 // default, what the bench runs) parses, calls the handler and acks; `parse` parses and
 // calls the handler but writes nothing; `wake` only finds each event's end in the bytes
 // read, so it measures the wake and libuv's delivery of the data to JavaScript alone.
 //
-// The parent pushes; a forked child is the client and prints one JSON line:
-// { cpuMsPer1k, eventsPerSec, peakRssMB, handled, latency } (latency: with --work floor). CPU is the child's own
-// (process.cpuUsage(): every thread), from the end of the warm-up to the last event, as
-// bench/client.mjs measures the other clients.
+// The parent pushes; a forked child is the client. One JSON line comes out:
+// { cpuMsPer1k, eventsPerSec, peakRssMB, handled, latency } (latency only with
+// `--work floor`, the one that acks). CPU is the child's own (process.cpuUsage(): every
+// thread), from the end of the warm-up to the last event, as bench/client.mjs measures
+// the other clients.
 import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
@@ -126,6 +127,7 @@ if (positionals[0] === 'client') {
     child.stdout.on('data', (d) => (out += d))
     child.on('exit', (code) => {
       server.close()
+      if (code !== 0) process.exit(code ?? 1)
       const result = JSON.parse(out.trim().split('\n').pop())
       if (latencies.length) {
         const sorted = latencies.sort((x, y) => x - y)
