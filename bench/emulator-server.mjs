@@ -21,14 +21,9 @@
 //   exit
 import { performance } from 'node:perf_hooks'
 import { FeishuEmulator } from '../emulator.js'
+import { percentile } from './stats.mjs'
 
 let emulator = null
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
-  return sorted[i]
-}
 
 function cpuMs(before) {
   const d = process.cpuUsage(before)

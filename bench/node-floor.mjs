@@ -26,6 +26,7 @@ import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { percentile } from './stats.mjs'
 
 const { values: a, positionals } = parseArgs({
   allowPositionals: true,
@@ -130,9 +131,9 @@ if (positionals[0] === 'client') {
       if (code !== 0) process.exit(code ?? 1)
       const result = JSON.parse(out.trim().split('\n').pop())
       if (latencies.length) {
-        const sorted = latencies.sort((x, y) => x - y)
-        const at = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 1000)
-        result.latency = { samples: sorted.length, p50Us: at(0.5), p99Us: at(0.99), maxUs: Math.round(sorted[sorted.length - 1] * 1000) }
+        // In µs, by the rule the emulator's latencies follow (bench/stats.mjs).
+        const us = latencies.map((ms) => Math.round(ms * 1000)).sort((x, y) => x - y)
+        result.latency = { samples: us.length, p50Us: percentile(us, 50), p99Us: percentile(us, 99), maxUs: us[us.length - 1] }
       }
       console.log(JSON.stringify(result))
       process.exit(code ?? 1)
